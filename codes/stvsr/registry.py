@@ -1,0 +1,63 @@
+"""One small registry class; every model, dataset, loss and scheduler is found by name in one place."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry:
+    """Maps names (and aliases) to classes or factory functions.
+
+    Registration happens where an object is defined, with the decorator; nothing is discovered by
+    scanning folders. A lookup of an unknown name raises a ``KeyError`` naming the closest match.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, Callable] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str | None = None, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            key = name or obj.__name__
+            for label in (key, *aliases):
+                if label in self._items or label in self._aliases:
+                    raise KeyError(f"{self.kind} '{label}' is already registered")
+            self._items[key] = obj
+            for alias in aliases:
+                self._aliases[alias] = key
+            return obj
+
+        return decorator
+
+    def canonical(self, name: str) -> str:
+        """The registered name for ``name`` or one of its aliases."""
+        if name in self._items:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        known = sorted([*self._items, *self._aliases])
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise KeyError(f"Unknown {self.kind} '{name}'.{hint} Known: {', '.join(known) or '(none)'}")
+
+    def get(self, name: str) -> Callable:
+        return self._items[self.canonical(name)]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items or name in self._aliases
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {sorted(self._items)})"
+
+
+ARCHS = Registry("architecture")
+DATASETS = Registry("dataset")
+LOSSES = Registry("loss")
+SCHEDULERS = Registry("scheduler")
