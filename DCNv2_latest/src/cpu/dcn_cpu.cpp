@@ -1,13 +1,19 @@
 // CPU implementation of the modulated deformable convolution.
 //
-// The work is split into tiles of output positions of one sample. A thread samples the columns of
-// its tile into a buffer that stays in its L2 cache and multiplies them with the weight right away,
-// so the (C*K, Ho*Wo) column matrix is never materialised (it would cost 9x the input in memory
-// traffic and page faults). Inside a tile, the bilinear corners of a (group, tap) are computed once
-// and reused for the channels of that group. Backward fuses the input, offset, mask and weight
-// gradients of a tile in one pass; input gradients are scattered into one accumulator per thread,
-// so no atomics are needed. Threads come from at::parallel_for (OpenMP in the PyTorch wheels; it
-// honours torch.set_num_threads); GEMMs are ATen's (MKL / OpenBLAS), single-threaded inside a tile.
+// Layout. The kernels read a channels-last copy of the input padded with one zero pixel on each
+// side, (B, H + 2, W + 2, C). A sample at (y, x) with -1 < y < H and -1 < x < W has its four
+// corners at pixels p, p + 1, p + Wp, p + Wp + 1 of the padded plane, each a contiguous run of the
+// channels of its deformable group; a corner outside the image reads 0. So there are no per-corner
+// bounds checks, and the inner loops run over contiguous channels and vectorise. A sample further
+// out (or at a NaN position) has inside = 0 and contributes nothing.
+//
+// Tiling. Work is split into tiles of output positions of one sample. A thread samples the
+// columns of its tile, position-major (n, K * C) with column k * C + c, into a buffer that stays in
+// its L2 cache, and multiplies them with the weight reordered to (C_out, K * C) right away: the full
+// column matrix (9x the input) is never materialised. Backward fuses the input, offset, mask and
+// weight gradients of a tile in one pass; input gradients go to one padded accumulator per thread,
+// so no atomics are needed. Threads: at::parallel_for (OpenMP in the PyTorch wheels; honours
+// torch.set_num_threads). GEMMs: ATen (MKL / OpenBLAS), single-threaded inside a tile.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -18,17 +24,6 @@
 
 namespace {
 
-// The kernels read a copy of the input padded with one zero pixel on each side. A sample at
-// (y, x) with -1 < y < H and -1 < x < W then has its four corners at idx, idx + 1, idx + Wp and
-// idx + Wp + 1 of the padded plane (width Wp = W + 2), and a corner outside the image reads 0:
-// no per-corner bounds checks in the inner loops. A sample further out (or at a NaN position) is
-// flagged by inside = 0 and contributes nothing.
-struct Padded {
-  int64_t height, width;
-  explicit Padded(const DcnGeometry& geo) : height(geo.height + 2), width(geo.width + 2) {}
-  int64_t plane() const { return height * width; }
-};
-
 // The offset rows (dy, dx) and the mask row of one (sample, group, tap), indexed by position.
 template <typename T>
 struct TapRows {
@@ -38,31 +33,25 @@ struct TapRows {
 };
 
 template <typename T>
-inline TapRows<T> tap_rows(const T* offset, const T* mask, const DcnGeometry& geo, int64_t b, int64_t g,
-                           int64_t k) {
+inline TapRows<T> tap_rows(const T* offset, const T* mask, const DcnGeometry& geo, int64_t b, int64_t g, int64_t k) {
   const int64_t K = geo.taps(), L = geo.out_size(), gk = g * K + k;
   const T* off_b = offset + b * 2 * geo.groups * K * L;
   return {off_b + 2 * gk * L, off_b + (2 * gk + 1) * L, mask + (b * geo.groups * K + gk) * L};
 }
 
-// Sampling geometry of one (sample, group, tap) over the n positions of a tile, structure of
-// arrays so that the loops vectorise: top-left corner in the padded plane, fractional parts,
-// inside flag, and the mask times the inside flag.
+// Sampling geometry of one (sample, group, tap) over the n positions of a tile, as arrays: the
+// top-left corner pixel in the padded plane, the fractional parts, the inside flag, the mask times
+// the inside flag.
 template <typename T>
 struct TapTile {
   std::vector<T> base_y, base_x;  // position of tap (0, 0), per tile position
-  std::vector<int32_t> idx;
+  std::vector<int32_t> pixel;
   std::vector<T> ly, lx, inside, mask;
 
   // Base positions of the tile [l0, l0 + n); once per tile.
   void start(const DcnGeometry& geo, int64_t l0, int64_t n) {
-    base_y.resize(n);
-    base_x.resize(n);
-    idx.resize(n);
-    ly.resize(n);
-    lx.resize(n);
-    inside.resize(n);
-    mask.resize(n);
+    for (auto* v : {&base_y, &base_x, &ly, &lx, &inside, &mask}) v->resize(n);
+    pixel.resize(n);
     int64_t ho = l0 / geo.out_w, wo = l0 % geo.out_w;
     for (int64_t i = 0; i < n; ++i) {
       base_y[i] = T(ho * geo.stride_h - geo.pad_h);
@@ -71,10 +60,10 @@ struct TapTile {
     }
   }
 
-  void compute(const DcnGeometry& geo, const Padded& pad, const TapRows<T>& rows, int64_t k, int64_t l0, int64_t n) {
+  void compute(const DcnGeometry& geo, const TapRows<T>& rows, int64_t k, int64_t l0, int64_t n) {
     const T dy = T((k / geo.kernel_w) * geo.dil_h), dx = T((k % geo.kernel_w) * geo.dil_w);
     const T h = T(geo.height), w = T(geo.width);
-    const int32_t wp = static_cast<int32_t>(pad.width);
+    const int32_t wp = static_cast<int32_t>(geo.width + 2);
     const T* off_y = rows.off_y + l0;
     const T* off_x = rows.off_x + l0;
     const T* m = rows.mask + l0;
@@ -87,92 +76,60 @@ struct TapTile {
       lx[i] = xc - xf;
       inside[i] = in ? T(1) : T(0);
       mask[i] = in ? m[i] : T(0);
-      idx[i] = in ? (static_cast<int32_t>(yf) + 1) * wp + static_cast<int32_t>(xf) + 1 : 0;
+      pixel[i] = in ? (static_cast<int32_t>(yf) + 1) * wp + static_cast<int32_t>(xf) + 1 : 0;
     }
   }
 };
 
-// Positions per tile: the tile's columns (C*K x tile) should fit in L2, and there should be a
-// few tiles per thread.
-int64_t tile_size(const DcnGeometry& geo, int64_t element_size) {
-  const int64_t ck = geo.channels * geo.taps(), L = geo.out_size();
-  const int64_t fit_cache = (int64_t(1) << 19) / (element_size * ck);
-  const int64_t spread = (geo.batch * L + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
-  const int64_t tile = std::max<int64_t>(32, std::min(fit_cache, spread));
-  return std::min(L, (tile + 15) / 16 * 16);
+// Pointers to the four corner channel runs of one sample position.
+template <typename T>
+struct Quad {
+  T *p00, *p01, *p10, *p11;
+  Quad(T* plane, int32_t pixel, int64_t channels, int64_t wp, int64_t c0) {
+    p00 = plane + int64_t(pixel) * channels + c0;
+    p01 = p00 + channels;
+    p10 = p00 + wp * channels;
+    p11 = p10 + channels;
+  }
+};
+
+// Channel loops have a compile-time length for the common group sizes (so they unroll into
+// vector code), a run-time one otherwise.
+template <int kFixed>
+inline int64_t run_length(int64_t cpg) {
+  return kFixed > 0 ? kFixed : cpg;
 }
 
-struct Tiling {
-  int64_t size, per_sample, count;
-  Tiling(const DcnGeometry& geo, int64_t element_size)
-      : size(tile_size(geo, element_size)),
-        per_sample((geo.out_size() + size - 1) / size),
-        count(geo.batch * per_sample) {}
-  int64_t sample(int64_t t) const { return t / per_sample; }
-  int64_t first(int64_t t) const { return (t % per_sample) * size; }
-};
-
-// Bilinear weights times mask of one tap, per tile position.
-template <typename T>
-struct TapWeights {
-  std::vector<T> w00, w01, w10, w11;
-
-  void compute(const TapTile<T>& tap, int64_t n) {
-    w00.resize(n);
-    w01.resize(n);
-    w10.resize(n);
-    w11.resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const T hy = T(1) - tap.ly[i], hx = T(1) - tap.lx[i], m = tap.mask[i];
-      w00[i] = hy * hx * m;
-      w01[i] = hy * tap.lx[i] * m;
-      w10[i] = tap.ly[i] * hx * m;
-      w11[i] = tap.ly[i] * tap.lx[i] * m;
-    }
-  }
-};
-
-template <typename T>
-struct SampleScratch {
-  TapTile<T> tap;
-  TapWeights<T> weights;
-};
-
-// Modulated samples of positions [l0, l0 + n) of sample b into cols (row c * K + k, row stride ld).
-// `padded` is the zero-padded input (B, C, H + 2, W + 2).
-template <typename T>
+// Modulated samples of positions [l0, l0 + n) of sample b, position-major: cols[i * ld + k * C + c].
+template <typename T, int kFixed>
 void sample_tile(const DcnGeometry& geo, const T* padded, const T* offset, const T* mask, int64_t b, int64_t l0,
-                 int64_t n, T* cols, int64_t ld, SampleScratch<T>& s) {
-  const Padded pad(geo);
-  const int64_t K = geo.taps(), cpg = geo.channels_per_group(), wp = pad.width;
-  s.tap.start(geo, l0, n);
+                 int64_t n, T* cols, int64_t ld, TapTile<T>& tap) {
+  const int64_t K = geo.taps(), C = geo.channels, cpg = run_length<kFixed>(geo.channels_per_group());
+  const int64_t wp = geo.width + 2;
+  T* plane = const_cast<T*>(padded) + b * (geo.height + 2) * wp * C;
+  tap.start(geo, l0, n);
   for (int64_t g = 0; g < geo.groups; ++g) {
     for (int64_t k = 0; k < K; ++k) {
-      s.tap.compute(geo, pad, tap_rows(offset, mask, geo, b, g, k), k, l0, n);
-      s.weights.compute(s.tap, n);
-      const int32_t* idx = s.tap.idx.data();
-      const T *w00 = s.weights.w00.data(), *w01 = s.weights.w01.data();
-      const T *w10 = s.weights.w10.data(), *w11 = s.weights.w11.data();
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-        const T* x = padded + (b * geo.channels + c) * pad.plane();
-        T* col = cols + (c * K + k) * ld;
-        for (int64_t i = 0; i < n; ++i) {
-          const T* p = x + idx[i];
-          col[i] = w00[i] * p[0] + w01[i] * p[1] + w10[i] * p[wp] + w11[i] * p[wp + 1];
-        }
+      tap.compute(geo, tap_rows(offset, mask, geo, b, g, k), k, l0, n);
+      for (int64_t i = 0; i < n; ++i) {
+        const Quad<T> q(plane, tap.pixel[i], C, wp, g * cpg);
+        const T m = tap.mask[i], hy = T(1) - tap.ly[i], hx = T(1) - tap.lx[i], ly = tap.ly[i], lx = tap.lx[i];
+        const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
+        T* out = cols + i * ld + k * C + g * cpg;
+#pragma omp simd  // the channel runs never overlap the columns
+        for (int64_t c = 0; c < cpg; ++c) out[c] = w00 * q.p00[c] + w01 * q.p01[c] + w10 * q.p10[c] + w11 * q.p11[c];
       }
     }
   }
 }
 
-// Per-tile outputs of the sampling backward; null pointers are gradients not wanted.
+// What the sampling backward of a tile writes; null pointers are gradients not wanted.
 template <typename T>
 struct TileGrads {
-  T* input;   // (C, H + 2, W + 2) padded accumulator of sample b
+  T* input;   // padded channels-last accumulator (B, H + 2, W + 2, C)
   T* offset;  // the full (B, 2GK, L) gradient
   T* mask;    // the full (B, GK, L) gradient
-  T* cols;    // forward columns of the tile (recomputed for the weight gradient), row stride ld_cols
-  int64_t ld_cols;
+  T* cols;    // forward columns of the tile (for the weight gradient), same layout as grad_cols
 };
 
 template <typename T>
@@ -181,58 +138,54 @@ struct BackwardScratch {
   std::vector<T> gy, gx, gm;
 };
 
-// Backward of the sampling for positions [l0, l0 + n) of sample b; grad_cols has row stride ld.
-template <typename T>
+// Backward of the sampling of positions [l0, l0 + n) of sample b; grad_cols[i * ld + k * C + c].
+template <typename T, int kFixed>
 void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offset, const T* mask, int64_t b,
                           int64_t l0, int64_t n, const T* grad_cols, int64_t ld, const TileGrads<T>& out,
                           BackwardScratch<T>& s) {
-  const Padded pad(geo);
-  const int64_t K = geo.taps(), L = geo.out_size(), cpg = geo.channels_per_group(), wp = pad.width;
-  const bool coord = out.offset != nullptr;
-  s.gy.resize(n);
-  s.gx.resize(n);
-  s.gm.resize(n);
+  const int64_t K = geo.taps(), L = geo.out_size(), C = geo.channels, cpg = run_length<kFixed>(geo.channels_per_group());
+  const int64_t wp = geo.width + 2, sample_size = (geo.height + 2) * wp * C;
+  T* plane = const_cast<T*>(padded) + b * sample_size;
+  T* gplane = out.input ? out.input + b * sample_size : nullptr;
+  for (auto* v : {&s.gy, &s.gx, &s.gm}) v->resize(n);
   s.tap.start(geo, l0, n);
   for (int64_t g = 0; g < geo.groups; ++g) {
     for (int64_t k = 0; k < K; ++k) {
-      s.tap.compute(geo, pad, tap_rows(offset, mask, geo, b, g, k), k, l0, n);
-      std::fill(s.gy.begin(), s.gy.end(), T(0));
-      std::fill(s.gx.begin(), s.gx.end(), T(0));
-      std::fill(s.gm.begin(), s.gm.end(), T(0));
-      const int32_t* idx = s.tap.idx.data();
-      const T *ly = s.tap.ly.data(), *lx = s.tap.lx.data(), *in = s.tap.inside.data(), *m = s.tap.mask.data();
-      for (int64_t ch = g * cpg; ch < (g + 1) * cpg; ++ch) {
-        const T* x = padded + (b * geo.channels + ch) * pad.plane();
-        const T* gcol = grad_cols + (ch * K + k) * ld;
-        T* gin = out.input ? out.input + ch * pad.plane() : nullptr;
-        T* col = out.cols ? out.cols + (ch * K + k) * out.ld_cols : nullptr;
-        if (gin) {
-          for (int64_t i = 0; i < n; ++i) {
-            const T hy = T(1) - ly[i], hx = T(1) - lx[i], g_mod = gcol[i] * m[i];
-            T* q = gin + idx[i];
-            q[0] += hy * hx * g_mod;
-            q[1] += hy * lx[i] * g_mod;
-            q[wp] += ly[i] * hx * g_mod;
-            q[wp + 1] += ly[i] * lx[i] * g_mod;
+      const TapTile<T>& tap = s.tap;
+      s.tap.compute(geo, tap_rows(offset, mask, geo, b, g, k), k, l0, n);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t col0 = i * ld + k * C + g * cpg;
+        const T* gcol = grad_cols + col0;
+        const T m = tap.mask[i], ly = tap.ly[i], lx = tap.lx[i], hy = T(1) - ly, hx = T(1) - lx;
+        if (gplane) {
+          const Quad<T> q(gplane, tap.pixel[i], C, wp, g * cpg);
+          const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
+#pragma omp simd  // the four corner runs are disjoint
+          for (int64_t c = 0; c < cpg; ++c) {
+            q.p00[c] += w00 * gcol[c];
+            q.p01[c] += w01 * gcol[c];
+            q.p10[c] += w10 * gcol[c];
+            q.p11[c] += w11 * gcol[c];
           }
         }
-        if (coord || col) {
-          for (int64_t i = 0; i < n; ++i) {
-            const T* p = x + idx[i];
-            const T v00 = p[0], v01 = p[1], v10 = p[wp], v11 = p[wp + 1];
-            const T hy = T(1) - ly[i], hx = T(1) - lx[i];
-            const T value = in[i] * (hy * hx * v00 + hy * lx[i] * v01 + ly[i] * hx * v10 + ly[i] * lx[i] * v11);
-            if (coord) {
-              const T g_mod = gcol[i] * m[i];
-              s.gy[i] += g_mod * (hx * (v10 - v00) + lx[i] * (v11 - v01));
-              s.gx[i] += g_mod * (hy * (v01 - v00) + ly[i] * (v11 - v10));
-              s.gm[i] += gcol[i] * value;
-            }
-            if (col) col[i] = m[i] * value;
+        if (out.offset || out.cols) {
+          const Quad<T> v(plane, tap.pixel[i], C, wp, g * cpg);
+          T* col = out.cols ? out.cols + col0 : nullptr;
+          T sum_dy = T(0), sum_dx = T(0), sum_value = T(0);
+#pragma omp simd reduction(+ : sum_dy, sum_dx, sum_value)
+          for (int64_t c = 0; c < cpg; ++c) {
+            const T value = hy * hx * v.p00[c] + hy * lx * v.p01[c] + ly * hx * v.p10[c] + ly * lx * v.p11[c];
+            sum_dy += gcol[c] * (hx * (v.p10[c] - v.p00[c]) + lx * (v.p11[c] - v.p01[c]));
+            sum_dx += gcol[c] * (hy * (v.p01[c] - v.p00[c]) + ly * (v.p11[c] - v.p10[c]));
+            sum_value += gcol[c] * value;
+            if (col) col[c] = m * value;
           }
+          s.gy[i] = m * sum_dy;
+          s.gx[i] = m * sum_dx;
+          s.gm[i] = tap.inside[i] * sum_value;
         }
       }
-      if (coord) {
+      if (out.offset) {
         const int64_t gk = g * K + k;
         T* goff = out.offset + b * 2 * geo.groups * K * L;
         std::copy(s.gy.begin(), s.gy.end(), goff + 2 * gk * L + l0);
@@ -242,6 +195,34 @@ void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offs
     }
   }
 }
+
+// Calls f(std::integral_constant<int, N>) with N the group size when it has a specialisation.
+template <typename F>
+void with_group_size(int64_t cpg, F&& f) {
+  switch (cpg) {
+    case 4: return f(std::integral_constant<int, 4>());
+    case 8: return f(std::integral_constant<int, 8>());
+    case 16: return f(std::integral_constant<int, 16>());
+    default: return f(std::integral_constant<int, 0>());
+  }
+}
+
+// Positions per tile: the tile's columns (n x C*K) should fit in L2, and there should be a few
+// tiles per thread.
+struct Tiling {
+  int64_t size, per_sample, count;
+  Tiling(const DcnGeometry& geo, int64_t element_size) {
+    const int64_t ck = geo.channels * geo.taps(), L = geo.out_size(), threads = at::get_num_threads();
+    const int64_t fit_cache = (int64_t(1) << 19) / (element_size * ck);
+    const int64_t spread = (geo.batch * L + 4 * threads - 1) / (4 * threads);
+    size = std::min(L, std::max<int64_t>(16, std::min(fit_cache, spread)));
+    per_sample = (L + size - 1) / size;
+    count = geo.batch * per_sample;
+  }
+  int64_t sample(int64_t t) const { return t / per_sample; }
+  int64_t first(int64_t t) const { return (t % per_sample) * size; }
+  int64_t length(int64_t t, int64_t L) const { return std::min(size, L - first(t)); }
+};
 
 // One accumulator per thread for a gradient that several tiles add into; slot 0 is the result.
 class PerThread {
@@ -267,89 +248,103 @@ at::Tensor matrix(void* data, int64_t rows, int64_t cols, const at::TensorOption
   return at::from_blob(data, {rows, cols}, options);
 }
 
-at::Tensor pad_input(const at::Tensor& input) { return at::constant_pad_nd(input, {1, 1, 1, 1}, 0); }
+// (B, C, H, W) -> zero-padded channels-last (B, H + 2, W + 2, C).
+at::Tensor pad_channels_last(const at::Tensor& input) {
+  return at::constant_pad_nd(input, {1, 1, 1, 1}, 0).permute({0, 2, 3, 1}).contiguous();
+}
 
-// The gradient of the input from its padded accumulator.
-at::Tensor unpad(const at::Tensor& padded) {
-  return padded.narrow(2, 1, padded.size(2) - 2).narrow(3, 1, padded.size(3) - 2).contiguous();
+// Inverse for gradients: padded channels-last accumulator -> (B, C, H, W).
+at::Tensor unpad_channels_first(const at::Tensor& padded) {
+  const int64_t h = padded.size(1) - 2, w = padded.size(2) - 2;
+  return padded.narrow(1, 1, h).narrow(2, 1, w).permute({0, 3, 1, 2}).contiguous();
+}
+
+// The weight as (C_out, K * C), column k * C + c, matching the column layout (detached: autograd
+// is handled in Python, and the GEMMs below run with out= in worker threads).
+at::Tensor weight_matrix(const at::Tensor& weight) {
+  return weight.detach().permute({0, 2, 3, 1}).reshape({weight.size(0), -1}).contiguous();
 }
 
 template <typename T>
 void forward_impl(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                   const at::Tensor& offset, const at::Tensor& mask, const DcnGeometry& geo, at::Tensor& output) {
   const int64_t ck = geo.channels * geo.taps(), c_out = weight.size(0), L = geo.out_size();
-  // detached: autograd is handled in Python, and the GEMMs below run in worker threads with out=
-  const at::Tensor w2d = weight.detach().view({c_out, ck});
-  const at::Tensor padded = pad_input(input);
+  const at::Tensor w2d = weight_matrix(weight);
+  const at::Tensor padded = pad_channels_last(input);
   const Tiling tiles(geo, sizeof(T));
   const T* bias_ptr = bias.defined() ? bias.data_ptr<T>() : nullptr;
   T* out = output.data_ptr<T>();
-  at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> cols(ck * tiles.size), prod(c_out * tiles.size);
-    SampleScratch<T> scratch;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = std::min(tiles.size, L - l0);
-      sample_tile(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, l0, n, cols.data(), n,
-                  scratch);
-      at::Tensor prod_t = matrix(prod.data(), c_out, n, input.options());
-      at::mm_out(prod_t, w2d, matrix(cols.data(), ck, n, input.options()));
-      for (int64_t o = 0; o < c_out; ++o) {
-        const T shift = bias_ptr ? bias_ptr[o] : T(0);
-        const T* src = prod.data() + o * n;
-        T* dst = out + (b * c_out + o) * L + l0;
-        for (int64_t i = 0; i < n; ++i) dst[i] = src[i] + shift;
+  with_group_size(geo.channels_per_group(), [&](auto fixed) {
+    at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> cols(ck * tiles.size), prod(c_out * tiles.size);
+      TapTile<T> tap;
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = tiles.length(t, L);
+        sample_tile<T, decltype(fixed)::value>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(),
+                                               b, l0, n, cols.data(), ck, tap);
+        at::Tensor prod_t = matrix(prod.data(), c_out, n, input.options());
+        at::mm_out(prod_t, w2d, matrix(cols.data(), n, ck, input.options()).t());
+        for (int64_t o = 0; o < c_out; ++o) {
+          const T shift = bias_ptr ? bias_ptr[o] : T(0);
+          const T* src = prod.data() + o * n;
+          T* dst = out + (b * c_out + o) * L + l0;
+          for (int64_t i = 0; i < n; ++i) dst[i] = src[i] + shift;
+        }
       }
-    }
+    });
   });
 }
 
-// Returns the gradient of the input (undefined unless needs.input); fills the others.
+// Fills grad_offset, grad_mask and grad_weight (when defined); returns the input gradient or an
+// undefined tensor.
 template <typename T>
 at::Tensor backward_impl(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& offset, const at::Tensor& mask, const DcnGeometry& geo, DcnNeeds needs,
                          at::Tensor& grad_offset, at::Tensor& grad_mask, at::Tensor& grad_weight) {
   const int64_t ck = geo.channels * geo.taps(), c_out = weight.size(0), L = geo.out_size();
-  const int64_t plane = Padded(geo).plane();
-  const at::Tensor w2d_t = weight.detach().view({c_out, ck}).t();
-  const at::Tensor padded = pad_input(input);
+  const at::Tensor w2d = weight_matrix(weight);
+  const at::Tensor padded = pad_channels_last(input);
   const Tiling tiles(geo, sizeof(T));
   const T* gout = grad_output.data_ptr<T>();
   PerThread input_acc(needs.input ? at::zeros_like(padded) : at::Tensor());
-  PerThread weight_acc(needs.weight ? grad_weight.view({c_out, ck}) : at::Tensor());
+  PerThread weight_acc(needs.weight ? at::zeros_like(w2d) : at::Tensor());
   const bool sampling = needs.input || needs.offset_mask;
-  at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> gout_tile(c_out * tiles.size), gcols(ck * tiles.size), cols(ck * tiles.size);
-    BackwardScratch<T> scratch;
-    SampleScratch<T> sample_scratch;
-    T* gin = needs.input ? input_acc.mine().data_ptr<T>() : nullptr;
-    at::Tensor* gw = needs.weight ? &weight_acc.mine() : nullptr;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = std::min(tiles.size, L - l0);
-      for (int64_t o = 0; o < c_out; ++o) {
-        const T* src = gout + (b * c_out + o) * L + l0;
-        std::copy(src, src + n, gout_tile.data() + o * n);
-      }
-      const at::Tensor gout_t = matrix(gout_tile.data(), c_out, n, input.options());
-      const at::Tensor cols_t = matrix(cols.data(), ck, n, input.options());
-      if (sampling) {
-        at::Tensor gcols_t = matrix(gcols.data(), ck, n, input.options());
-        at::mm_out(gcols_t, w2d_t, gout_t);
-        const TileGrads<T> out{gin ? gin + b * geo.channels * plane : nullptr,
+  with_group_size(geo.channels_per_group(), [&](auto fixed) {
+    constexpr int kFixed = decltype(fixed)::value;
+    at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> gout_tile(c_out * tiles.size), gcols(ck * tiles.size), cols(ck * tiles.size);
+      BackwardScratch<T> scratch;
+      const TileGrads<T> grads{needs.input ? input_acc.mine().data_ptr<T>() : nullptr,
                                needs.offset_mask ? grad_offset.data_ptr<T>() : nullptr,
                                needs.offset_mask ? grad_mask.data_ptr<T>() : nullptr,
-                               needs.weight ? cols.data() : nullptr, n};
-        sample_backward_tile(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, l0, n,
-                             gcols.data(), n, out, scratch);
-      } else {
-        sample_tile(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, l0, n, cols.data(), n,
-                    sample_scratch);
+                               needs.weight ? cols.data() : nullptr};
+      at::Tensor* gw = needs.weight ? &weight_acc.mine() : nullptr;
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = tiles.length(t, L);
+        for (int64_t o = 0; o < c_out; ++o) {
+          const T* src = gout + (b * c_out + o) * L + l0;
+          std::copy(src, src + n, gout_tile.data() + o * n);
+        }
+        const at::Tensor gout_t = matrix(gout_tile.data(), c_out, n, input.options());
+        const at::Tensor cols_t = matrix(cols.data(), n, ck, input.options());
+        if (sampling) {
+          at::Tensor gcols_t = matrix(gcols.data(), n, ck, input.options());
+          at::mm_out(gcols_t, gout_t.t(), w2d);
+          sample_backward_tile<T, kFixed>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, l0,
+                                          n, gcols.data(), ck, grads, scratch);
+        } else {
+          sample_tile<T, kFixed>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, l0, n,
+                                 cols.data(), ck, scratch.tap);
+        }
+        if (gw) gw->addmm_(gout_t, cols_t);
       }
-      if (gw) gw->addmm_(gout_t, cols_t.t());
-    }
+    });
   });
-  if (needs.weight) weight_acc.reduce();
-  if (!needs.input) return at::Tensor();
-  return unpad(input_acc.reduce());
+  if (needs.weight) {
+    const int64_t kh = geo.kernel_h, kw = geo.kernel_w;
+    grad_weight.copy_(weight_acc.reduce().view({c_out, kh, kw, geo.channels}).permute({0, 3, 1, 2}));
+  }
+  return needs.input ? unpad_channels_first(input_acc.reduce()) : at::Tensor();
 }
 
 }  // namespace
@@ -364,12 +359,12 @@ at::Tensor dcn_forward_cpu(const at::Tensor& input, const at::Tensor& weight, co
 }
 
 std::vector<at::Tensor> dcn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
-                                         const at::Tensor& weight, const at::Tensor& offset,
-                                         const at::Tensor& mask, const DcnGeometry& geo, DcnNeeds needs) {
+                                         const at::Tensor& weight, const at::Tensor& offset, const at::Tensor& mask,
+                                         const DcnGeometry& geo, DcnNeeds needs) {
   at::Tensor grad_input;
   at::Tensor grad_offset = needs.offset_mask ? at::empty_like(offset) : at::Tensor();
   at::Tensor grad_mask = needs.offset_mask ? at::empty_like(mask) : at::Tensor();
-  at::Tensor grad_weight = needs.weight ? at::zeros_like(weight) : at::Tensor();
+  at::Tensor grad_weight = needs.weight ? at::empty_like(weight) : at::Tensor();
   if (needs.input || needs.offset_mask || needs.weight) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_backward_cpu", [&] {
       grad_input = backward_impl<scalar_t>(grad_output, input, weight, offset, mask, geo, needs, grad_offset,
@@ -382,19 +377,28 @@ std::vector<at::Tensor> dcn_backward_cpu(const at::Tensor& grad_output, const at
 
 at::Tensor dcn_sample_cpu(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                           const DcnGeometry& geo) {
-  const int64_t ck = geo.channels * geo.taps(), L = geo.out_size();
-  at::Tensor samples = at::empty({geo.batch, geo.channels, geo.taps(), L}, input.options());
-  const at::Tensor padded = pad_input(input);
+  const int64_t C = geo.channels, K = geo.taps(), ck = C * K, L = geo.out_size();
+  at::Tensor samples = at::empty({geo.batch, C, K, L}, input.options());
+  const at::Tensor padded = pad_channels_last(input);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_sample_cpu", [&] {
-    const Tiling tiles(geo, sizeof(scalar_t));
-    at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
-      SampleScratch<scalar_t> scratch;
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = std::min(tiles.size, L - l0);
-        scalar_t* cols = samples.data_ptr<scalar_t>() + b * ck * L + l0;
-        sample_tile(geo, padded.data_ptr<scalar_t>(), offset.data_ptr<scalar_t>(), mask.data_ptr<scalar_t>(), b,
-                    l0, n, cols, L, scratch);
-      }
+    using T = scalar_t;
+    const Tiling tiles(geo, sizeof(T));
+    with_group_size(geo.channels_per_group(), [&](auto fixed) {
+      at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
+        std::vector<T> cols(ck * tiles.size);
+        TapTile<T> tap;
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = tiles.length(t, L);
+          sample_tile<T, decltype(fixed)::value>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(),
+                                                 b, l0, n, cols.data(), ck, tap);
+          for (int64_t c = 0; c < C; ++c) {  // position-major tile -> (C, K, L)
+            for (int64_t k = 0; k < K; ++k) {
+              T* dst = samples.data_ptr<T>() + ((b * C + c) * K + k) * L + l0;
+              for (int64_t i = 0; i < n; ++i) dst[i] = cols[i * ck + k * C + c];
+            }
+          }
+        }
+      });
     });
   });
   return samples;
@@ -403,29 +407,38 @@ at::Tensor dcn_sample_cpu(const at::Tensor& input, const at::Tensor& offset, con
 std::vector<at::Tensor> dcn_sample_backward_cpu(const at::Tensor& grad_samples, const at::Tensor& input,
                                                 const at::Tensor& offset, const at::Tensor& mask,
                                                 const DcnGeometry& geo, DcnNeeds needs) {
-  const int64_t ck = geo.channels * geo.taps(), L = geo.out_size(), plane = Padded(geo).plane();
+  const int64_t C = geo.channels, K = geo.taps(), ck = C * K, L = geo.out_size();
   at::Tensor grad_input;
   at::Tensor grad_offset = needs.offset_mask ? at::empty_like(offset) : at::Tensor();
   at::Tensor grad_mask = needs.offset_mask ? at::empty_like(mask) : at::Tensor();
   if (!needs.input && !needs.offset_mask) return {grad_input, grad_offset, grad_mask};
-  const at::Tensor padded = pad_input(input);
+  const at::Tensor padded = pad_channels_last(input);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_sample_backward_cpu", [&] {
     using T = scalar_t;
     const Tiling tiles(geo, sizeof(T));
     PerThread input_acc(needs.input ? at::zeros_like(padded) : at::Tensor());
-    at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
-      BackwardScratch<T> scratch;
-      T* gin = needs.input ? input_acc.mine().data_ptr<T>() : nullptr;
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = std::min(tiles.size, L - l0);
-        const TileGrads<T> out{gin ? gin + b * geo.channels * plane : nullptr,
-                               needs.offset_mask ? grad_offset.data_ptr<T>() : nullptr,
-                               needs.offset_mask ? grad_mask.data_ptr<T>() : nullptr, nullptr, 0};
-        sample_backward_tile(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, l0, n,
-                             grad_samples.data_ptr<T>() + b * ck * L + l0, L, out, scratch);
-      }
+    with_group_size(geo.channels_per_group(), [&](auto fixed) {
+      at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
+        std::vector<T> gcols(ck * tiles.size);
+        BackwardScratch<T> scratch;
+        const TileGrads<T> grads{needs.input ? input_acc.mine().data_ptr<T>() : nullptr,
+                                 needs.offset_mask ? grad_offset.data_ptr<T>() : nullptr,
+                                 needs.offset_mask ? grad_mask.data_ptr<T>() : nullptr, nullptr};
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = tiles.length(t, L);
+          for (int64_t c = 0; c < C; ++c) {  // (C, K, L) -> position-major tile
+            for (int64_t k = 0; k < K; ++k) {
+              const T* src = grad_samples.data_ptr<T>() + ((b * C + c) * K + k) * L + l0;
+              for (int64_t i = 0; i < n; ++i) gcols[i * ck + k * C + c] = src[i];
+            }
+          }
+          sample_backward_tile<T, decltype(fixed)::value>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(),
+                                                          mask.data_ptr<T>(), b, l0, n, gcols.data(), ck, grads,
+                                                          scratch);
+        }
+      });
     });
-    if (needs.input) grad_input = unpad(input_acc.reduce());
+    if (needs.input) grad_input = unpad_channels_first(input_acc.reduce());
   });
   return {grad_input, grad_offset, grad_mask};
 }
