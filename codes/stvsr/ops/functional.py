@@ -14,10 +14,14 @@ IntPair = int | tuple[int, int]
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
-def _check(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: tuple[int, int],
-           stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> None:
+def _check_input(input: torch.Tensor) -> None:
     if input.dim() != 4:
         raise ValueError(f"deformable conv: input must be (B, C, H, W), got shape {tuple(input.shape)}")
+
+
+def _check(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: tuple[int, int],
+           stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> None:
+    _check_input(input)
     b, c, h, w = input.shape
     if groups < 1 or c % groups:
         raise ValueError(f"deformable conv: {c} input channels are not divisible by deformable_groups={groups}")
@@ -62,6 +66,7 @@ def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: tor
         (B, C_out, Ho, Wo), differentiable in input, offset, mask, weight and bias.
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    _check_input(input)  # before the weight check, which reads input.shape[1]
     if weight.dim() != 4 or weight.shape[1] != input.shape[1]:
         raise ValueError(f"deformable conv: weight must be (C_out, {input.shape[1]}, kh, kw), got {tuple(weight.shape)}")
     _check(input, offset, mask, tuple(weight.shape[2:]), stride, padding, dilation, deformable_groups)

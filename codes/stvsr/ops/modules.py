@@ -32,10 +32,15 @@ _WARN_INTERVAL_S = 60.0
 _last_warning = [-math.inf]
 
 
+def _is_compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3; absent in 2.1 and 2.2
+    return bool(is_compiling is not None and is_compiling())
+
+
 def _warn_large_offsets(module: nn.Module, offset: torch.Tensor) -> None:
     """The official code warns when mean |offset| > 100 (training diverging); do the same, rate-limited."""
     module._offset_checks = getattr(module, "_offset_checks", 0) + 1
-    if (module._offset_checks - 1) % _CHECK_EVERY or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if (module._offset_checks - 1) % _CHECK_EVERY or torch.jit.is_tracing() or _is_compiling():
         return
     magnitude = offset.detach().abs().mean().item()
     now = time.monotonic()

@@ -45,8 +45,9 @@ def deform_sample(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
     for dy, dx, wgt in ((0, 0, (1 - ly) * (1 - lx)), (0, 1, (1 - ly) * lx), (1, 0, ly * (1 - lx)), (1, 1, ly * lx)):
         yy, xx = y0 + dy, x0 + dx
         valid = inside & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-        # where(), not multiplication: a NaN position must give a 0 sample, as in the kernels
-        corners.append(torch.where(valid, yy * w + xx, 0).long())
+        # where(), not multiplication: a NaN position must give a 0 sample, as in the kernels. The flat
+        # index in int64: in float32, y * W + x is inexact beyond 2**24 pixels (e.g. 5000x5000).
+        corners.append(torch.where(valid, yy, 0).long() * w + torch.where(valid, xx, 0).long())
         weights.append(torch.where(valid, wgt, 0))
     n = taps * out_h * out_w
     index = torch.stack(corners, dim=2).view(b, groups, 1, 4 * n)  # (B, G, 1, 4*K*L)
