@@ -1,0 +1,55 @@
+"""Shared fixtures: backend parametrisation that skips, with the reason, what does not work here.
+
+Tests marked ``ext`` need the compiled extension; they are skipped (saying why) where it cannot be
+built. Its first use in a session compiles it, which takes 30-60 s once and is cached.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stvsr.ops import BACKENDS
+from stvsr.ops.backends import why_unavailable
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ext: needs the compiled DCN extension (skipped where it cannot be built)")
+
+
+def skip_unless_available(backend: str) -> None:
+    reason = why_unavailable(backend)
+    if reason:
+        pytest.skip(f"DCN backend '{backend}' is unavailable on cpu: {reason}")
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Every test draws the same random numbers, whatever ran before it."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _skip_ext_marked(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("ext") is not None:
+        skip_unless_available("ext")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every backend that works here, one at a time (the others are reported as skipped)."""
+    skip_unless_available(request.param)
+    return request.param
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b != "torch"])
+def other_backend(request: pytest.FixtureRequest) -> str:
+    """Every backend but the pure PyTorch reference that works here, to compare with it."""
+    skip_unless_available(request.param)
+    return request.param
+
+
+@pytest.fixture(params=[pytest.param("ext", marks=pytest.mark.ext), "torch"])
+def gradcheck_backend(request: pytest.FixtureRequest) -> str:
+    """The backends whose backward is hand-written or the reference: 'ext' and 'torch'."""
+    return request.param
