@@ -41,9 +41,9 @@ def extension(settings: ModuleType) -> CppExtension:
         "include_dirs": [str(src)],
         "extra_link_args": list(settings.LD_FLAGS),
     }
+    defines = settings.defines(with_cuda)
     if not with_cuda:
-        return CppExtension(extra_compile_args={"cxx": list(settings.CXX_FLAGS)}, **kwargs)
-    defines = ["-DWITH_CUDA"]
+        return CppExtension(extra_compile_args={"cxx": [*settings.CXX_FLAGS, *defines]}, **kwargs)
     flags = {"cxx": [*settings.CXX_FLAGS, *defines], "nvcc": ["-O3", *defines]}
     return CUDAExtension(extra_compile_args=flags, **kwargs)
 

@@ -15,6 +15,7 @@ import json
 import platform
 import statistics
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +64,9 @@ def dense_step(t: dict, backward: bool) -> None:
 
 
 def dcn_step(t: dict, backend: str, backward: bool) -> None:
-    out = modulated_deform_conv2d(t["input"], t["offset"], t["mask"], t["weight"], t["bias"], 1, 1, 1, GROUPS,
-                                  backend=backend)
+    out = modulated_deform_conv2d(
+        t["input"], t["offset"], t["mask"], t["weight"], t["bias"], 1, 1, 1, GROUPS, backend=backend
+    )
     if backward:
         out.backward(torch.ones_like(out))
 
@@ -77,9 +79,9 @@ def run(device: torch.device, repeats: int, backends: list[str]) -> list[dict]:
         for mode, backward in (("fwd", False), ("fwd+bwd", True)):
             grad = torch.enable_grad() if backward else torch.no_grad()
             with grad:
-                row[f"dense {mode}"] = median_ms(lambda: dense_step(tensors, backward), device, repeats)
+                row[f"dense {mode}"] = median_ms(partial(dense_step, tensors, backward), device, repeats)
                 for name in backends:
-                    row[f"{name} {mode}"] = median_ms(lambda: dcn_step(tensors, name, backward), device, repeats)
+                    row[f"{name} {mode}"] = median_ms(partial(dcn_step, tensors, name, backward), device, repeats)
         rows.append(row)
         print_row(row, backends)
     return rows
@@ -110,12 +112,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     backends = args.backends or available_backends(device)
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"device {device}; median of {args.repeats} runs, ms; C={CHANNELS}, dg={GROUPS}, 3x3")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"device {device}; median of {args.repeats} runs, ms; C={CHANNELS}, dg={GROUPS}, 3x3"
+    )
     rows = run(device, args.repeats, backends)
     if args.json:
-        meta = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-                "machine": platform.machine(), "repeats": args.repeats}
+        meta = {
+            "torch": torch.__version__,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "repeats": args.repeats,
+        }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
 

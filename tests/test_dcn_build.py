@@ -164,3 +164,56 @@ def test_doctor_reports_a_bad_backend_request(
     monkeypatch.setenv("STVSR_DCN_BACKEND", "bogus")
     assert stvsr.doctor.main([]) == 1
     assert "STVSR_DCN_BACKEND='bogus' is not a DCN backend" in capsys.readouterr().out
+
+
+class _FakePrebuilt:
+    """Stands in for an installed ``stvsr_dcn_ext``."""
+
+    def __init__(self, digest: str) -> None:
+        self._digest = digest
+
+    def source_digest(self) -> str:
+        return self._digest
+
+    def with_cuda(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    ["missing", "stale", "broken", "current"],
+)
+def test_prebuilt_module_is_used_only_when_it_matches_the_sources(
+    outcome: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    current = _FakePrebuilt(ext.source_digest())
+
+    def import_module(name: str) -> object:
+        assert name == ext.PREBUILT_MODULE
+        if outcome == "missing":
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        if outcome == "broken":
+            raise ImportError("stvsr_dcn_ext.so: undefined symbol: _ZN2at6TensorC1Ev")
+        return _FakePrebuilt("0123456789abcdef") if outcome == "stale" else current
+
+    monkeypatch.setattr(ext.importlib, "import_module", import_module)
+    caplog.set_level(logging.WARNING, logger="stvsr.ops.ext")
+    module = ext._import_prebuilt()
+    assert module is (current if outcome == "current" else None)
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    if outcome in ("stale", "broken"):
+        assert "rebuild it with DCNv2_latest/make.sh" in messages
+    else:
+        assert messages == ""
+
+
+@pytest.mark.ext
+def test_built_module_knows_its_sources() -> None:
+    assert ext.load().source_digest() == ext.source_digest()
+
+
+def test_build_finds_the_pip_installed_ninja(monkeypatch: pytest.MonkeyPatch) -> None:
+    ninja = pytest.importorskip("ninja")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    ext._put_ninja_on_path()
+    assert shutil.which("ninja") == str(Path(ninja.BIN_DIR) / "ninja")

@@ -250,6 +250,7 @@ def valid_args() -> dict[str, torch.Tensor]:
         ({"weight": torch.randn(4, 6, 3, 3)}, r"weight must be \(C_out, 8, kh, kw\)"),
         ({"input": torch.randn(1, 7, 5, 5), "weight": torch.randn(4, 7, 3, 3)}, r"7 input channels are not divisible"),
         ({"input": torch.randn(8, 5, 5)}, r"input must be \(B, C, H, W\)"),
+        ({"bias": torch.randn(3)}, r"bias must have shape \(4,\), got \(3,\)"),
     ],
 )
 def test_bad_arguments_raise_value_error(change: dict[str, torch.Tensor], match: str) -> None:

@@ -130,6 +130,15 @@ std::vector<at::Tensor> dcn_sample_backward(const at::Tensor& grad_samples, cons
   return DCN_DISPATCH(dcn_sample_backward, input, grad, input, offset, mask, g, needs);
 }
 
+#ifndef STVSR_SOURCE_DIGEST
+#define STVSR_SOURCE_DIGEST unknown
+#endif
+#define DCN_STRINGIFY_(x) #x
+#define DCN_STRINGIFY(x) DCN_STRINGIFY_(x)
+
+// Hash of the sources this module was built from (see stvsr/ops/ext.py: source_digest).
+std::string source_digest() { return DCN_STRINGIFY(STVSR_SOURCE_DIGEST); }
+
 bool with_cuda() {
 #ifdef WITH_CUDA
   return true;
@@ -145,4 +154,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sample", &dcn_sample, "modulated deformable sampling (B, C, K, L)");
   m.def("sample_backward", &dcn_sample_backward, "backward of sample");
   m.def("with_cuda", &with_cuda, "whether CUDA kernels were compiled in");
+  m.def("source_digest", &source_digest, "hash of the sources this module was built from");
 }

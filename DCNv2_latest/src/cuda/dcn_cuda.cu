@@ -223,7 +223,7 @@ at::Tensor dcn_forward_cuda(const at::Tensor& input, const at::Tensor& weight, c
                             const at::Tensor& offset, const at::Tensor& mask, const DcnGeometry& geo) {
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t c_out = weight.size(0), ck = geo.channels * geo.taps(), L = geo.out_size();
-  const at::Tensor w2d = weight.view({c_out, ck});
+  const at::Tensor w2d = weight.detach().view({c_out, ck});  // autograd is handled in Python
   at::Tensor output = at::empty({geo.batch, c_out, L}, input.options());
   const int64_t chunk = chunk_size(geo);
   for (int64_t b0 = 0; b0 < geo.batch; b0 += chunk) {
@@ -243,7 +243,7 @@ std::vector<at::Tensor> dcn_backward_cuda(const at::Tensor& grad_output, const a
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t c_out = weight.size(0), ck = geo.channels * geo.taps(), L = geo.out_size();
   const at::Tensor grad_out = grad_output.view({geo.batch, c_out, L});
-  const at::Tensor w2d_t = weight.view({c_out, ck}).t();
+  const at::Tensor w2d_t = weight.detach().view({c_out, ck}).t();
   at::Tensor grad_input = needs.input ? at::zeros_like(input) : at::Tensor();
   at::Tensor grad_offset = needs.offset_mask ? at::empty_like(offset) : at::Tensor();
   at::Tensor grad_mask = needs.offset_mask ? at::empty_like(mask) : at::Tensor();

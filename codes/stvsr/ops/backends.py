@@ -22,18 +22,23 @@ _ENV = "STVSR_DCN_BACKEND"
 _announced: set[tuple[str, str]] = set()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def torchvision_status(device_type: str = "cpu") -> str:
     """'' when ``torchvision.ops.deform_conv2d`` imports and runs on ``device_type``, else why not."""
     try:
         from torchvision.ops import deform_conv2d
-    except Exception as exc:  # CUDA-only wheels raise all sorts of errors on CPU-only machines
+    except Exception as exc:  # noqa: BLE001 - CUDA-only wheels raise all sorts of errors on CPU-only machines
         return f"torchvision unavailable: {type(exc).__name__}: {exc}"
     try:
         x = torch.zeros(1, 1, 3, 3, device=device_type)
-        deform_conv2d(x, torch.zeros(1, 18, 3, 3, device=device_type), torch.zeros(1, 1, 3, 3, device=device_type),
-                      padding=1, mask=torch.ones(1, 9, 3, 3, device=device_type))
-    except Exception as exc:
+        deform_conv2d(
+            x,
+            torch.zeros(1, 18, 3, 3, device=device_type),
+            torch.zeros(1, 1, 3, 3, device=device_type),
+            padding=1,
+            mask=torch.ones(1, 9, 3, 3, device=device_type),
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
         return f"torchvision.ops.deform_conv2d fails on {device_type}: {type(exc).__name__}: {exc}"
     return ""
 

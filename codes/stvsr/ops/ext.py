@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import platform
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,14 +81,25 @@ def _cpu_signature() -> str:
         return platform.machine() + platform.processor()
 
 
-def build_tag(with_cuda: bool) -> str:
-    """Identifies a build: Python, torch, CUDA and the source contents. A change of any rebuilds."""
+def source_digest() -> str:
+    """Hash of the kernel sources; compiled into the module so that a stale prebuilt one is detected."""
     digest = hashlib.sha256()
     root = source_dir()
     for path in sorted(root.rglob("*")):
         if path.suffix in {".h", ".cpp", ".cu", ".cuh"}:
             digest.update(path.relative_to(root).as_posix().encode())
             digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def defines(with_cuda: bool) -> list[str]:
+    """Preprocessor definitions of a build (the digest is a bare token: ninja runs flags through a shell)."""
+    return [f"-DSTVSR_SOURCE_DIGEST={source_digest()}", *(["-DWITH_CUDA"] if with_cuda else [])]
+
+
+def build_tag(with_cuda: bool) -> str:
+    """Identifies a build: Python, torch, CUDA, the CPU and the sources. A change of any rebuilds."""
+    digest = hashlib.sha256(source_digest().encode())
     digest.update(_cpu_signature().encode())  # -march=native code only runs on the same kind of CPU
     device = f"cu{torch.version.cuda}" if with_cuda else "cpu"
     torch_version = torch.__version__.split("+")[0]
@@ -109,26 +121,47 @@ def build(verbose: bool = False) -> ModuleType:
     build_dir.mkdir(parents=True, exist_ok=True)
     if not any(build_dir.glob("*.so")):
         logger.info("Building the DCN extension (%s) in %s; this happens once.", tag, build_dir)
-    defines = ["-DWITH_CUDA"] if with_cuda else []
+    _put_ninja_on_path()
+    flags = defines(with_cuda)
     return load(
         name=f"stvsr_dcn_{tag}",
         sources=[str(p) for p in _sources(with_cuda)],
         build_directory=str(build_dir),
-        extra_cflags=[*CXX_FLAGS, *defines],
+        extra_cflags=[*CXX_FLAGS, *flags],
         extra_ldflags=list(LD_FLAGS),
-        extra_cuda_cflags=["-O3", *defines],
+        extra_cuda_cflags=["-O3", *flags],
         with_cuda=with_cuda,
         verbose=verbose,
     )
 
 
+def _put_ninja_on_path() -> None:
+    """torch's builder runs ``ninja`` from PATH; the pip-installed one is not there in an unactivated venv."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return  # torch's own error ("Ninja is required") then says what is missing
+    os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+
+
 def _import_prebuilt() -> ModuleType | None:
     try:
         module = importlib.import_module(PREBUILT_MODULE)
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != PREBUILT_MODULE:
+            logger.warning("Ignoring prebuilt %s: %s", PREBUILT_MODULE, exc)
         return None
-    except OSError as exc:  # built against another torch: undefined symbols
+    except (ImportError, OSError) as exc:  # e.g. built against another torch: undefined symbols
         logger.warning("Ignoring prebuilt %s (%s); rebuild it with DCNv2_latest/make.sh", PREBUILT_MODULE, exc)
+        return None
+    if module.source_digest() != source_digest():
+        logger.warning(
+            "Ignoring prebuilt %s: built from other sources than these; rebuild it with "
+            "DCNv2_latest/make.sh (using a just-in-time build meanwhile)",
+            PREBUILT_MODULE,
+        )
         return None
     if cuda_wanted() and not module.with_cuda():
         logger.info("Prebuilt %s has no CUDA kernels; building one that has", PREBUILT_MODULE)
@@ -147,7 +180,7 @@ def load() -> ModuleType | None:
     module = _import_prebuilt()
     try:
         module = module or build()
-    except Exception as exc:  # compiler missing or failing, ninja missing, ...: fall back, loudly once
+    except Exception as exc:  # noqa: BLE001 - compiler missing or failing, no ninja, ...: fall back, loudly once
         _state.error = f"{type(exc).__name__}: {exc}"
         logger.warning("The DCN extension could not be built; falling back to another backend.\n%s", _state.error)
         return None

@@ -19,8 +19,28 @@ def _check_input(input: torch.Tensor) -> None:
         raise ValueError(f"deformable conv: input must be (B, C, H, W), got shape {tuple(input.shape)}")
 
 
-def _check(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: tuple[int, int],
-           stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> None:
+def _check_weight(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if weight.dim() != 4 or weight.shape[1] != input.shape[1]:
+        raise ValueError(
+            f"deformable conv: weight must be (C_out, {input.shape[1]}, kh, kw), got {tuple(weight.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"deformable conv: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.device != input.device:
+            raise ValueError(f"deformable conv: {name} is on {t.device} but input is on {input.device}")
+
+
+def _check(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> None:
     _check_input(input)
     b, c, h, w = input.shape
     if groups < 1 or c % groups:
@@ -31,13 +51,17 @@ def _check(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel
     out_h = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if out_h < 1 or out_w < 1:
-        raise ValueError(f"deformable conv: input {h}x{w} is too small for kernel {kernel_size}, padding {padding}, "
-                         f"dilation {dilation}")
+        raise ValueError(
+            f"deformable conv: input {h}x{w} is too small for kernel {kernel_size}, padding {padding}, "
+            f"dilation {dilation}"
+        )
     taps = kh * kw
     for name, t, channels in (("offset", offset, 2 * groups * taps), ("mask", mask, groups * taps)):
         if tuple(t.shape) != (b, channels, out_h, out_w):
-            raise ValueError(f"deformable conv: {name} must have shape {(b, channels, out_h, out_w)} "
-                             f"(B, {'2*' if name == 'offset' else ''}groups*kh*kw, Ho, Wo), got {tuple(t.shape)}")
+            raise ValueError(
+                f"deformable conv: {name} must have shape {(b, channels, out_h, out_w)} "
+                f"(B, {'2*' if name == 'offset' else ''}groups*kh*kw, Ho, Wo), got {tuple(t.shape)}"
+            )
         if t.device != input.device:
             raise ValueError(f"deformable conv: {name} is on {t.device} but input is on {input.device}")
 
@@ -50,10 +74,19 @@ def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     return dtype if dtype in _KERNEL_DTYPES else torch.float32
 
 
-def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
-                            bias: torch.Tensor | None = None, stride: IntPair = 1, padding: IntPair = 0,
-                            dilation: IntPair = 1, deformable_groups: int = 1, *,
-                            backend: str | None = None) -> torch.Tensor:
+def modulated_deform_conv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    deformable_groups: int = 1,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
     """Modulated deformable convolution (DCNv2), ``specs/models.md`` section 1.
 
     Args:
@@ -67,8 +100,7 @@ def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: tor
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     _check_input(input)  # before the weight check, which reads input.shape[1]
-    if weight.dim() != 4 or weight.shape[1] != input.shape[1]:
-        raise ValueError(f"deformable conv: weight must be (C_out, {input.shape[1]}, kh, kw), got {tuple(weight.shape)}")
+    _check_weight(input, weight, bias)
     _check(input, offset, mask, tuple(weight.shape[2:]), stride, padding, dilation, deformable_groups)
     out_dtype = input.dtype
     dtype = _compute_dtype(input, offset, mask, weight, bias)
@@ -87,9 +119,18 @@ def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: tor
     return out.to(out_dtype)
 
 
-def deform_sample(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: IntPair = 3,
-                  stride: IntPair = 1, padding: IntPair = 1, dilation: IntPair = 1, deformable_groups: int = 1, *,
-                  backend: str | None = None) -> torch.Tensor:
+def deform_sample(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    kernel_size: IntPair = 3,
+    stride: IntPair = 1,
+    padding: IntPair = 1,
+    dilation: IntPair = 1,
+    deformable_groups: int = 1,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
     """Mask-modulated deformable samples without the convolution (STDAN's ``DSP_sep2``).
 
     Returns (B, C, kh*kw, Ho*Wo): ``out[b, c, k, p] = mask[b, g(c)*K + k, p] * input_c(p + p_k + offset)``,
@@ -102,8 +143,9 @@ def deform_sample(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
     dtype = _compute_dtype(input, offset, mask)
     x, off, m = (t.to(dtype) for t in (input, offset, mask))
     if backends.resolve(input.device, backend) == "ext":
-        out = ext.DeformSampleFunction.apply(x.contiguous(), off.contiguous(), m.contiguous(), kernel_size, stride,
-                                             padding, dilation, deformable_groups)
+        out = ext.DeformSampleFunction.apply(
+            x.contiguous(), off.contiguous(), m.contiguous(), kernel_size, stride, padding, dilation, deformable_groups
+        )
     else:
         out = torch_impl.deform_sample(x, off, m, kernel_size, stride, padding, dilation, deformable_groups)
     return out.to(out_dtype)

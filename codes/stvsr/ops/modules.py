@@ -46,8 +46,12 @@ def _warn_large_offsets(module: nn.Module, offset: torch.Tensor) -> None:
     now = time.monotonic()
     if magnitude > OFFSET_WARNING_THRESHOLD and now - _last_warning[0] > _WARN_INTERVAL_S:
         _last_warning[0] = now
-        logger.warning("%s: mean |offset| = %.1f > %g, training may be diverging", type(module).__name__,
-                       magnitude, OFFSET_WARNING_THRESHOLD)
+        logger.warning(
+            "%s: mean |offset| = %.1f > %g, training may be diverging",
+            type(module).__name__,
+            magnitude,
+            OFFSET_WARNING_THRESHOLD,
+        )
 
 
 class _OffsetMaskHead(nn.Module):
@@ -55,15 +59,29 @@ class _OffsetMaskHead(nn.Module):
 
     offset_conv_name = "conv_offset_mask"
 
-    def __init__(self, offset_in_channels: int, kernel_size: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int], dilation: tuple[int, int], deformable_groups: int,
-                 offset_bound: float | None) -> None:
+    def __init__(
+        self,
+        offset_in_channels: int,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        deformable_groups: int,
+        offset_bound: float | None,
+    ) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
         self.deformable_groups = deformable_groups
         self.offset_bound = offset_bound
-        conv = nn.Conv2d(offset_in_channels, 3 * deformable_groups * kernel_size[0] * kernel_size[1], kernel_size,
-                         stride, padding, dilation, bias=True)
+        conv = nn.Conv2d(
+            offset_in_channels,
+            3 * deformable_groups * kernel_size[0] * kernel_size[1],
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            bias=True,
+        )
         nn.init.zeros_(conv.weight)
         nn.init.zeros_(conv.bias)
         self.add_module(self.offset_conv_name, conv)
@@ -78,11 +96,28 @@ class _OffsetMaskHead(nn.Module):
 
 
 class _ModulatedDeformConv(_OffsetMaskHead):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
-                 padding: IntPair = 0, dilation: IntPair = 1, deformable_groups: int = 1, bias: bool = True,
-                 offset_in_channels: int | None = None, offset_bound: float | None = None) -> None:
-        super().__init__(offset_in_channels or in_channels, _pair(kernel_size), _pair(stride), _pair(padding),
-                         _pair(dilation), deformable_groups, offset_bound)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        deformable_groups: int = 1,
+        bias: bool = True,
+        offset_in_channels: int | None = None,
+        offset_bound: float | None = None,
+    ) -> None:
+        super().__init__(
+            offset_in_channels or in_channels,
+            _pair(kernel_size),
+            _pair(stride),
+            _pair(padding),
+            _pair(dilation),
+            deformable_groups,
+            offset_bound,
+        )
         if in_channels % deformable_groups:
             raise ValueError(f"in_channels={in_channels} is not divisible by deformable_groups={deformable_groups}")
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -99,12 +134,15 @@ class _ModulatedDeformConv(_OffsetMaskHead):
 
     def deform(self, x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offset_and_mask(feat)
-        return modulated_deform_conv2d(x, offset, mask, self.weight, self.bias, self.stride, self.padding,
-                                       self.dilation, self.deformable_groups)
+        return modulated_deform_conv2d(
+            x, offset, mask, self.weight, self.bias, self.stride, self.padding, self.dilation, self.deformable_groups
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, deformable_groups={self.deformable_groups}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, deformable_groups={self.deformable_groups}"
+        )
 
 
 class DCNv2(_ModulatedDeformConv):
@@ -138,13 +176,29 @@ class DeformableSampling(_OffsetMaskHead):
     ``forward(x, feat)`` returns (B, C, kh*kw, Ho*Wo), offsets and mask computed from ``feat``.
     """
 
-    def __init__(self, in_channels: int, kernel_size: IntPair = 3, stride: IntPair = 1, padding: IntPair = 1,
-                 dilation: IntPair = 1, deformable_groups: int = 1, offset_in_channels: int | None = None) -> None:
-        super().__init__(offset_in_channels or in_channels, _pair(kernel_size), _pair(stride), _pair(padding),
-                         _pair(dilation), deformable_groups, None)
+    def __init__(
+        self,
+        in_channels: int,
+        kernel_size: IntPair = 3,
+        stride: IntPair = 1,
+        padding: IntPair = 1,
+        dilation: IntPair = 1,
+        deformable_groups: int = 1,
+        offset_in_channels: int | None = None,
+    ) -> None:
+        super().__init__(
+            offset_in_channels or in_channels,
+            _pair(kernel_size),
+            _pair(stride),
+            _pair(padding),
+            _pair(dilation),
+            deformable_groups,
+            None,
+        )
         self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offset_and_mask(feat)
-        return deform_sample(x, offset, mask, self.kernel_size, self.stride, self.padding, self.dilation,
-                             self.deformable_groups)
+        return deform_sample(
+            x, offset, mask, self.kernel_size, self.stride, self.padding, self.dilation, self.deformable_groups
+        )

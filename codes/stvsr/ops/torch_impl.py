@@ -14,8 +14,9 @@ import torch
 Pair = tuple[int, int]
 
 
-def _sampling_positions(offset: torch.Tensor, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair,
-                        groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _sampling_positions(
+    offset: torch.Tensor, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Absolute (y, x) of every tap at every output position: two (B, G, K, Ho, Wo) tensors."""
     b, _, out_h, out_w = offset.shape
     kh, kw = kernel_size
@@ -31,8 +32,16 @@ def _sampling_positions(offset: torch.Tensor, kernel_size: Pair, stride: Pair, p
     return base_y + off[:, :, :, 0], base_x + off[:, :, :, 1]
 
 
-def deform_sample(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: Pair,
-                  stride: Pair, padding: Pair, dilation: Pair, groups: int) -> torch.Tensor:
+def deform_sample(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    kernel_size: Pair,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    groups: int,
+) -> torch.Tensor:
     """Mask-modulated bilinear samples, (B, C, K, Ho*Wo), channel-major and tap-minor."""
     b, c, h, w = input.shape
     y, x = _sampling_positions(offset, kernel_size, stride, padding, dilation, groups)
@@ -59,9 +68,17 @@ def deform_sample(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
     return modulated.view(b, c, taps, out_h * out_w)
 
 
-def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
-                            bias: torch.Tensor | None, stride: Pair, padding: Pair, dilation: Pair,
-                            groups: int) -> torch.Tensor:
+def modulated_deform_conv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    groups: int,
+) -> torch.Tensor:
     """DCNv2: the 3x3 (or kh x kw) contraction of the modulated samples with ``weight``."""
     b = input.shape[0]
     c_out, _, kh, kw = weight.shape
