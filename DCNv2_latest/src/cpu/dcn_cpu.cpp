@@ -7,16 +7,20 @@
 // bounds checks, and the inner loops run over contiguous channels and vectorise. A sample further
 // out (or at a NaN position) has inside = 0 and contributes nothing.
 //
-// Tiling. Work is split into tiles of output positions of one sample. A thread samples the
-// columns of its tile, position-major (n, K * C) with column k * C + c, into a buffer that stays in
-// its L2 cache, and multiplies them with the weight reordered to (C_out, K * C) right away: the full
-// column matrix (9x the input) is never materialised. Backward fuses the input, offset, mask and
-// weight gradients of a tile in one pass; input gradients go to one padded accumulator per thread,
-// so no atomics are needed. Threads: at::parallel_for (OpenMP in the PyTorch wheels; honours
-// torch.set_num_threads). GEMMs: ATen (MKL / OpenBLAS), single-threaded inside a tile.
+// Tiling and contraction. Work is split into tiles of whole output rows of one sample. A thread
+// writes the samples of its tile as an "unfolded" channels-last image, (R * kh, Wo * kw, C): output
+// pixel (r, wo) becomes a kh x kw block holding its taps. The deformable convolution of the tile is
+// then the dense convolution of that image with the weight, stride (kh, kw), which oneDNN runs at
+// full speed (much faster than a GEMM through BLAS on some CPUs); the full column matrix (9x the
+// input) is never materialised. Backward gets the gradient of the unfolded image and of the weight
+// from the same dense convolution, and fuses the input, offset and mask gradients of a tile in one
+// pass; input gradients go to one padded accumulator per thread, so no atomics are needed. Threads:
+// at::parallel_for (OpenMP in the PyTorch wheels; honours torch.set_num_threads); the dense
+// convolutions inside a tile run single-threaded.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -100,24 +104,39 @@ inline int64_t run_length(int64_t cpg) {
   return kFixed > 0 ? kFixed : cpg;
 }
 
-// Modulated samples of positions [l0, l0 + n) of sample b, position-major: cols[i * ld + k * C + c].
+// Rows [r0, r0 + rows) of sample b as an unfolded channels-last tile (see the top of the file):
+// tap k = (ki, kj) of output pixel (r, wo), channel c, is at
+// ((r * kh + ki) * Wo * kw + wo * kw + kj) * C + c.
+struct Unfolded {
+  int64_t row_stride;  // elements per unfolded row
+  explicit Unfolded(const DcnGeometry& geo) : row_stride(geo.out_w * geo.kernel_w * geo.channels) {}
+  int64_t at(const DcnGeometry& geo, int64_t r, int64_t wo, int64_t k) const {
+    return (r * geo.kernel_h + k / geo.kernel_w) * row_stride + (wo * geo.kernel_w + k % geo.kernel_w) * geo.channels;
+  }
+};
+
+// Modulated samples of rows [r0, r0 + rows) of sample b into the unfolded tile `cols`.
 template <typename T, int kFixed>
-void sample_tile(const DcnGeometry& geo, const T* padded, const T* offset, const T* mask, int64_t b, int64_t l0,
-                 int64_t n, T* cols, int64_t ld, TapTile<T>& tap) {
+void sample_tile(const DcnGeometry& geo, const T* padded, const T* offset, const T* mask, int64_t b, int64_t r0,
+                 int64_t rows, T* cols, TapTile<T>& tap) {
   const int64_t K = geo.taps(), C = geo.channels, cpg = run_length<kFixed>(geo.channels_per_group());
-  const int64_t wp = geo.width + 2;
+  const int64_t wp = geo.width + 2, l0 = r0 * geo.out_w, n = rows * geo.out_w, step = geo.kernel_w * C;
+  const Unfolded unfolded(geo);
   T* plane = const_cast<T*>(padded) + b * (geo.height + 2) * wp * C;
   tap.start(geo, l0, n);
   for (int64_t g = 0; g < geo.groups; ++g) {
     for (int64_t k = 0; k < K; ++k) {
       tap.compute(geo, tap_rows(offset, mask, geo, b, g, k), k, l0, n);
-      for (int64_t i = 0; i < n; ++i) {
-        const Quad<T> q(plane, tap.pixel[i], C, wp, g * cpg);
-        const T m = tap.mask[i], hy = T(1) - tap.ly[i], hx = T(1) - tap.lx[i], ly = tap.ly[i], lx = tap.lx[i];
-        const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
-        T* out = cols + i * ld + k * C + g * cpg;
+      for (int64_t r = 0, i = 0; r < rows; ++r) {
+        T* out = cols + unfolded.at(geo, r, 0, k) + g * cpg;
+        for (int64_t wo = 0; wo < geo.out_w; ++wo, ++i, out += step) {
+          const Quad<T> q(plane, tap.pixel[i], C, wp, g * cpg);
+          const T m = tap.mask[i], hy = T(1) - tap.ly[i], hx = T(1) - tap.lx[i], ly = tap.ly[i], lx = tap.lx[i];
+          const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
 #pragma omp simd  // the channel runs never overlap the columns
-        for (int64_t c = 0; c < cpg; ++c) out[c] = w00 * q.p00[c] + w01 * q.p01[c] + w10 * q.p10[c] + w11 * q.p11[c];
+          for (int64_t c = 0; c < cpg; ++c)
+            out[c] = w00 * q.p00[c] + w01 * q.p01[c] + w10 * q.p10[c] + w11 * q.p11[c];
+        }
       }
     }
   }
@@ -138,13 +157,15 @@ struct BackwardScratch {
   std::vector<T> gy, gx, gm;
 };
 
-// Backward of the sampling of positions [l0, l0 + n) of sample b; grad_cols[i * ld + k * C + c].
+// Backward of the sampling of rows [r0, r0 + rows) of sample b; grad_cols is an unfolded tile.
 template <typename T, int kFixed>
 void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offset, const T* mask, int64_t b,
-                          int64_t l0, int64_t n, const T* grad_cols, int64_t ld, const TileGrads<T>& out,
+                          int64_t r0, int64_t rows, const T* grad_cols, const TileGrads<T>& out,
                           BackwardScratch<T>& s) {
   const int64_t K = geo.taps(), L = geo.out_size(), C = geo.channels, cpg = run_length<kFixed>(geo.channels_per_group());
   const int64_t wp = geo.width + 2, sample_size = (geo.height + 2) * wp * C;
+  const int64_t l0 = r0 * geo.out_w, n = rows * geo.out_w, step = geo.kernel_w * C;
+  const Unfolded unfolded(geo);
   T* plane = const_cast<T*>(padded) + b * sample_size;
   T* gplane = out.input ? out.input + b * sample_size : nullptr;
   for (auto* v : {&s.gy, &s.gx, &s.gm}) v->resize(n);
@@ -153,36 +174,39 @@ void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offs
     for (int64_t k = 0; k < K; ++k) {
       const TapTile<T>& tap = s.tap;
       s.tap.compute(geo, tap_rows(offset, mask, geo, b, g, k), k, l0, n);
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t col0 = i * ld + k * C + g * cpg;
-        const T* gcol = grad_cols + col0;
-        const T m = tap.mask[i], ly = tap.ly[i], lx = tap.lx[i], hy = T(1) - ly, hx = T(1) - lx;
-        if (gplane) {
-          const Quad<T> q(gplane, tap.pixel[i], C, wp, g * cpg);
-          const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
+      for (int64_t r = 0, i = 0; r < rows; ++r) {
+        const int64_t row0 = unfolded.at(geo, r, 0, k) + g * cpg;
+        for (int64_t wo = 0; wo < geo.out_w; ++wo, ++i) {
+          const int64_t col0 = row0 + wo * step;
+          const T* gcol = grad_cols + col0;
+          const T m = tap.mask[i], ly = tap.ly[i], lx = tap.lx[i], hy = T(1) - ly, hx = T(1) - lx;
+          if (gplane) {
+            const Quad<T> q(gplane, tap.pixel[i], C, wp, g * cpg);
+            const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
 #pragma omp simd  // the four corner runs are disjoint
-          for (int64_t c = 0; c < cpg; ++c) {
-            q.p00[c] += w00 * gcol[c];
-            q.p01[c] += w01 * gcol[c];
-            q.p10[c] += w10 * gcol[c];
-            q.p11[c] += w11 * gcol[c];
+            for (int64_t c = 0; c < cpg; ++c) {
+              q.p00[c] += w00 * gcol[c];
+              q.p01[c] += w01 * gcol[c];
+              q.p10[c] += w10 * gcol[c];
+              q.p11[c] += w11 * gcol[c];
+            }
           }
-        }
-        if (out.offset || out.cols) {
-          const Quad<T> v(plane, tap.pixel[i], C, wp, g * cpg);
-          T* col = out.cols ? out.cols + col0 : nullptr;
-          T sum_dy = T(0), sum_dx = T(0), sum_value = T(0);
+          if (out.offset || out.cols) {
+            const Quad<T> v(plane, tap.pixel[i], C, wp, g * cpg);
+            T* col = out.cols ? out.cols + col0 : nullptr;
+            T sum_dy = T(0), sum_dx = T(0), sum_value = T(0);
 #pragma omp simd reduction(+ : sum_dy, sum_dx, sum_value)
-          for (int64_t c = 0; c < cpg; ++c) {
-            const T value = hy * hx * v.p00[c] + hy * lx * v.p01[c] + ly * hx * v.p10[c] + ly * lx * v.p11[c];
-            sum_dy += gcol[c] * (hx * (v.p10[c] - v.p00[c]) + lx * (v.p11[c] - v.p01[c]));
-            sum_dx += gcol[c] * (hy * (v.p01[c] - v.p00[c]) + ly * (v.p11[c] - v.p10[c]));
-            sum_value += gcol[c] * value;
-            if (col) col[c] = m * value;
+            for (int64_t c = 0; c < cpg; ++c) {
+              const T value = hy * hx * v.p00[c] + hy * lx * v.p01[c] + ly * hx * v.p10[c] + ly * lx * v.p11[c];
+              sum_dy += gcol[c] * (hx * (v.p10[c] - v.p00[c]) + lx * (v.p11[c] - v.p01[c]));
+              sum_dx += gcol[c] * (hy * (v.p01[c] - v.p00[c]) + ly * (v.p11[c] - v.p10[c]));
+              sum_value += gcol[c] * value;
+              if (col) col[c] = m * value;
+            }
+            s.gy[i] = m * sum_dy;
+            s.gx[i] = m * sum_dx;
+            s.gm[i] = tap.inside[i] * sum_value;
           }
-          s.gy[i] = m * sum_dy;
-          s.gx[i] = m * sum_dx;
-          s.gm[i] = tap.inside[i] * sum_value;
         }
       }
       if (out.offset) {
@@ -207,21 +231,23 @@ void with_group_size(int64_t cpg, F&& f) {
   }
 }
 
-// Positions per tile: the tile's columns (n x C*K) should fit in L2, and there should be a few
-// tiles per thread.
+// Tiles of whole output rows: an unfolded tile should stay within a few MB (L2-sized for typical
+// widths), and there should be a couple of tiles per thread.
 struct Tiling {
-  int64_t size, per_sample, count;
+  int64_t rows, per_sample, count;
   Tiling(const DcnGeometry& geo, int64_t element_size) {
-    const int64_t ck = geo.channels * geo.taps(), L = geo.out_size(), threads = at::get_num_threads();
-    const int64_t fit_cache = (int64_t(1) << 19) / (element_size * ck);
-    const int64_t spread = (geo.batch * L + 4 * threads - 1) / (4 * threads);
-    size = std::min(L, std::max<int64_t>(16, std::min(fit_cache, spread)));
-    per_sample = (L + size - 1) / size;
+    const int64_t row_bytes = geo.taps() * geo.out_w * geo.channels * element_size;
+    const int64_t threads = at::get_num_threads();
+    const int64_t fit = std::max<int64_t>(1, (int64_t(1) << 21) / row_bytes);
+    const int64_t spread = std::max<int64_t>(1, geo.batch * geo.out_h / (2 * threads));
+    rows = std::min({geo.out_h, fit, spread});
+    per_sample = (geo.out_h + rows - 1) / rows;
     count = geo.batch * per_sample;
   }
   int64_t sample(int64_t t) const { return t / per_sample; }
-  int64_t first(int64_t t) const { return (t % per_sample) * size; }
-  int64_t length(int64_t t, int64_t L) const { return std::min(size, L - first(t)); }
+  int64_t first_row(int64_t t) const { return (t % per_sample) * rows; }
+  int64_t row_count(int64_t t, const DcnGeometry& geo) const { return std::min(rows, geo.out_h - first_row(t)); }
+  int64_t tile_elements(const DcnGeometry& geo) const { return rows * geo.out_w * geo.taps() * geo.channels; }
 };
 
 // One accumulator per thread for a gradient that several tiles add into; slot 0 is the result.
@@ -244,10 +270,6 @@ class PerThread {
   std::vector<at::Tensor> slots_;
 };
 
-at::Tensor matrix(void* data, int64_t rows, int64_t cols, const at::TensorOptions& options) {
-  return at::from_blob(data, {rows, cols}, options);
-}
-
 // (B, C, H, W) -> zero-padded channels-last (B, H + 2, W + 2, C).
 at::Tensor pad_channels_last(const at::Tensor& input) {
   return at::constant_pad_nd(input, {1, 1, 1, 1}, 0).permute({0, 2, 3, 1}).contiguous();
@@ -259,37 +281,64 @@ at::Tensor unpad_channels_first(const at::Tensor& padded) {
   return padded.narrow(1, 1, h).narrow(2, 1, w).permute({0, 3, 1, 2}).contiguous();
 }
 
-// The weight as (C_out, K * C), column k * C + c, matching the column layout (detached: autograd
-// is handled in Python, and the GEMMs below run with out= in worker threads).
-at::Tensor weight_matrix(const at::Tensor& weight) {
-  return weight.detach().permute({0, 2, 3, 1}).reshape({weight.size(0), -1}).contiguous();
+// An unfolded tile buffer seen as a channels-last (1, C, rows * kh, Wo * kw) image.
+at::Tensor unfolded_image(void* data, const DcnGeometry& geo, int64_t rows, const at::TensorOptions& options) {
+  return at::from_blob(data, {1, rows * geo.kernel_h, geo.out_w * geo.kernel_w, geo.channels}, options)
+      .permute({0, 3, 1, 2});
+}
+
+// The dense convolution that contracts an unfolded tile with the weight, and its backward.
+struct Contraction {
+  at::Tensor weight;  // detached (autograd is handled in Python), channels-last for oneDNN
+  std::array<int64_t, 2> stride_;
+
+  Contraction(const at::Tensor& w, const DcnGeometry& geo)
+      : weight(w.detach().contiguous(at::MemoryFormat::ChannelsLast)), stride_{geo.kernel_h, geo.kernel_w} {}
+
+  at::Tensor forward(const at::Tensor& image, const at::Tensor& bias) const {
+    return at::conv2d(image, weight, bias, stride_);
+  }
+  // Gradient of the unfolded image of a tile (the image's values are not read), channels-last.
+  at::Tensor grad_image(const at::Tensor& grad_out, const at::Tensor& image) const {
+    const auto grads = at::convolution_backward(grad_out, image, weight, c10::nullopt, stride_, {0, 0}, {1, 1},
+                                                false, {0, 0}, 1, {true, false, false});
+    return std::get<0>(grads).contiguous(at::MemoryFormat::ChannelsLast);
+  }
+};
+
+// Adds a tile's weight gradient to grad (C_out, kh, kw * C): one GEMM per (output row, kernel row),
+// grad[:, ki] += grad_out[:, r] (C_out x Wo) @ unfolded row r * kh + ki (Wo x kw * C). (oneDNN's weight
+// gradient, unlike its input gradient, came out wrong when called from inside a parallel region.)
+template <typename T>
+void add_weight_grad(const at::Tensor& grad_out, const T* cols, const DcnGeometry& geo, int64_t rows,
+                     at::Tensor& grad) {
+  const int64_t row_len = geo.kernel_w * geo.channels;
+  for (int64_t r = 0; r < rows; ++r) {
+    const at::Tensor g = grad_out.select(1, r);  // (C_out, Wo), row stride H * W
+    for (int64_t ki = 0; ki < geo.kernel_h; ++ki) {
+      T* row = const_cast<T*>(cols) + (r * geo.kernel_h + ki) * geo.out_w * row_len;
+      at::Tensor grad_ki = grad.select(1, ki);
+      grad_ki.addmm_(g, at::from_blob(row, {geo.out_w, row_len}, grad.options()));
+    }
+  }
 }
 
 template <typename T>
 void forward_impl(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                   const at::Tensor& offset, const at::Tensor& mask, const DcnGeometry& geo, at::Tensor& output) {
-  const int64_t ck = geo.channels * geo.taps(), c_out = weight.size(0), L = geo.out_size();
-  const at::Tensor w2d = weight_matrix(weight);
+  const Contraction contraction(weight, geo);
   const at::Tensor padded = pad_channels_last(input);
   const Tiling tiles(geo, sizeof(T));
-  const T* bias_ptr = bias.defined() ? bias.data_ptr<T>() : nullptr;
-  T* out = output.data_ptr<T>();
   with_group_size(geo.channels_per_group(), [&](auto fixed) {
     at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> cols(ck * tiles.size), prod(c_out * tiles.size);
+      std::vector<T> cols(tiles.tile_elements(geo));
       TapTile<T> tap;
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = tiles.length(t, L);
+        const int64_t b = tiles.sample(t), r0 = tiles.first_row(t), rows = tiles.row_count(t, geo);
         sample_tile<T, decltype(fixed)::value>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(),
-                                               b, l0, n, cols.data(), ck, tap);
-        at::Tensor prod_t = matrix(prod.data(), c_out, n, input.options());
-        at::mm_out(prod_t, w2d, matrix(cols.data(), n, ck, input.options()).t());
-        for (int64_t o = 0; o < c_out; ++o) {
-          const T shift = bias_ptr ? bias_ptr[o] : T(0);
-          const T* src = prod.data() + o * n;
-          T* dst = out + (b * c_out + o) * L + l0;
-          for (int64_t i = 0; i < n; ++i) dst[i] = src[i] + shift;
-        }
+                                               b, r0, rows, cols.data(), tap);
+        const at::Tensor image = unfolded_image(cols.data(), geo, rows, input.options());
+        output.narrow(0, b, 1).narrow(2, r0, rows).copy_(contraction.forward(image, bias));
       }
     });
   });
@@ -301,18 +350,18 @@ template <typename T>
 at::Tensor backward_impl(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& offset, const at::Tensor& mask, const DcnGeometry& geo, DcnNeeds needs,
                          at::Tensor& grad_offset, at::Tensor& grad_mask, at::Tensor& grad_weight) {
-  const int64_t ck = geo.channels * geo.taps(), c_out = weight.size(0), L = geo.out_size();
-  const at::Tensor w2d = weight_matrix(weight);
+  const Contraction contraction(weight, geo);
   const at::Tensor padded = pad_channels_last(input);
   const Tiling tiles(geo, sizeof(T));
-  const T* gout = grad_output.data_ptr<T>();
   PerThread input_acc(needs.input ? at::zeros_like(padded) : at::Tensor());
-  PerThread weight_acc(needs.weight ? at::zeros_like(w2d) : at::Tensor());
+  PerThread weight_acc(needs.weight ? at::zeros({weight.size(0), geo.kernel_h, geo.kernel_w * geo.channels},
+                                                input.options())
+                                     : at::Tensor());
   const bool sampling = needs.input || needs.offset_mask;
   with_group_size(geo.channels_per_group(), [&](auto fixed) {
     constexpr int kFixed = decltype(fixed)::value;
     at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> gout_tile(c_out * tiles.size), gcols(ck * tiles.size), cols(ck * tiles.size);
+      std::vector<T> cols(tiles.tile_elements(geo));
       BackwardScratch<T> scratch;
       const TileGrads<T> grads{needs.input ? input_acc.mine().data_ptr<T>() : nullptr,
                                needs.offset_mask ? grad_offset.data_ptr<T>() : nullptr,
@@ -320,29 +369,24 @@ at::Tensor backward_impl(const at::Tensor& grad_output, const at::Tensor& input,
                                needs.weight ? cols.data() : nullptr};
       at::Tensor* gw = needs.weight ? &weight_acc.mine() : nullptr;
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = tiles.length(t, L);
-        for (int64_t o = 0; o < c_out; ++o) {
-          const T* src = gout + (b * c_out + o) * L + l0;
-          std::copy(src, src + n, gout_tile.data() + o * n);
-        }
-        const at::Tensor gout_t = matrix(gout_tile.data(), c_out, n, input.options());
-        const at::Tensor cols_t = matrix(cols.data(), n, ck, input.options());
+        const int64_t b = tiles.sample(t), r0 = tiles.first_row(t), rows = tiles.row_count(t, geo);
+        const at::Tensor gout = grad_output.narrow(0, b, 1).narrow(2, r0, rows);
         if (sampling) {
-          at::Tensor gcols_t = matrix(gcols.data(), n, ck, input.options());
-          at::mm_out(gcols_t, gout_t.t(), w2d);
-          sample_backward_tile<T, kFixed>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, l0,
-                                          n, gcols.data(), ck, grads, scratch);
+          const at::Tensor image = unfolded_image(cols.data(), geo, rows, input.options());
+          const at::Tensor grad_image = contraction.grad_image(gout, image);
+          sample_backward_tile<T, kFixed>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, r0,
+                                          rows, grad_image.data_ptr<T>(), grads, scratch);
         } else {
-          sample_tile<T, kFixed>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, l0, n,
-                                 cols.data(), ck, scratch.tap);
+          sample_tile<T, kFixed>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(), b, r0, rows,
+                                 cols.data(), scratch.tap);
         }
-        if (gw) gw->addmm_(gout_t, cols_t);
+        if (gw) add_weight_grad(gout.select(0, 0), cols.data(), geo, rows, *gw);
       }
     });
   });
   if (needs.weight) {
-    const int64_t kh = geo.kernel_h, kw = geo.kernel_w;
-    grad_weight.copy_(weight_acc.reduce().view({c_out, kh, kw, geo.channels}).permute({0, 3, 1, 2}));
+    const at::Tensor acc = weight_acc.reduce().view({weight.size(0), geo.kernel_h, geo.kernel_w, geo.channels});
+    grad_weight.copy_(acc.permute({0, 3, 1, 2}));
   }
   return needs.input ? unpad_channels_first(input_acc.reduce()) : at::Tensor();
 }
@@ -377,24 +421,26 @@ std::vector<at::Tensor> dcn_backward_cpu(const at::Tensor& grad_output, const at
 
 at::Tensor dcn_sample_cpu(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                           const DcnGeometry& geo) {
-  const int64_t C = geo.channels, K = geo.taps(), ck = C * K, L = geo.out_size();
+  const int64_t C = geo.channels, K = geo.taps(), L = geo.out_size();
   at::Tensor samples = at::empty({geo.batch, C, K, L}, input.options());
   const at::Tensor padded = pad_channels_last(input);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_sample_cpu", [&] {
     using T = scalar_t;
     const Tiling tiles(geo, sizeof(T));
+    const Unfolded unfolded(geo);
     with_group_size(geo.channels_per_group(), [&](auto fixed) {
       at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
-        std::vector<T> cols(ck * tiles.size);
+        std::vector<T> cols(tiles.tile_elements(geo));
         TapTile<T> tap;
         for (int64_t t = begin; t < end; ++t) {
-          const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = tiles.length(t, L);
+          const int64_t b = tiles.sample(t), r0 = tiles.first_row(t), rows = tiles.row_count(t, geo);
           sample_tile<T, decltype(fixed)::value>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(),
-                                                 b, l0, n, cols.data(), ck, tap);
-          for (int64_t c = 0; c < C; ++c) {  // position-major tile -> (C, K, L)
+                                                 b, r0, rows, cols.data(), tap);
+          for (int64_t c = 0; c < C; ++c) {  // unfolded tile -> (C, K, L)
             for (int64_t k = 0; k < K; ++k) {
-              T* dst = samples.data_ptr<T>() + ((b * C + c) * K + k) * L + l0;
-              for (int64_t i = 0; i < n; ++i) dst[i] = cols[i * ck + k * C + c];
+              T* dst = samples.data_ptr<T>() + ((b * C + c) * K + k) * L + r0 * geo.out_w;
+              for (int64_t r = 0; r < rows; ++r)
+                for (int64_t wo = 0; wo < geo.out_w; ++wo) *dst++ = cols[unfolded.at(geo, r, wo, k) + c];
             }
           }
         }
@@ -407,7 +453,7 @@ at::Tensor dcn_sample_cpu(const at::Tensor& input, const at::Tensor& offset, con
 std::vector<at::Tensor> dcn_sample_backward_cpu(const at::Tensor& grad_samples, const at::Tensor& input,
                                                 const at::Tensor& offset, const at::Tensor& mask,
                                                 const DcnGeometry& geo, DcnNeeds needs) {
-  const int64_t C = geo.channels, K = geo.taps(), ck = C * K, L = geo.out_size();
+  const int64_t C = geo.channels, K = geo.taps(), L = geo.out_size();
   at::Tensor grad_input;
   at::Tensor grad_offset = needs.offset_mask ? at::empty_like(offset) : at::Tensor();
   at::Tensor grad_mask = needs.offset_mask ? at::empty_like(mask) : at::Tensor();
@@ -416,24 +462,26 @@ std::vector<at::Tensor> dcn_sample_backward_cpu(const at::Tensor& grad_samples, 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_sample_backward_cpu", [&] {
     using T = scalar_t;
     const Tiling tiles(geo, sizeof(T));
+    const Unfolded unfolded(geo);
     PerThread input_acc(needs.input ? at::zeros_like(padded) : at::Tensor());
     with_group_size(geo.channels_per_group(), [&](auto fixed) {
       at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
-        std::vector<T> gcols(ck * tiles.size);
+        std::vector<T> gcols(tiles.tile_elements(geo));
         BackwardScratch<T> scratch;
         const TileGrads<T> grads{needs.input ? input_acc.mine().data_ptr<T>() : nullptr,
                                  needs.offset_mask ? grad_offset.data_ptr<T>() : nullptr,
                                  needs.offset_mask ? grad_mask.data_ptr<T>() : nullptr, nullptr};
         for (int64_t t = begin; t < end; ++t) {
-          const int64_t b = tiles.sample(t), l0 = tiles.first(t), n = tiles.length(t, L);
-          for (int64_t c = 0; c < C; ++c) {  // (C, K, L) -> position-major tile
+          const int64_t b = tiles.sample(t), r0 = tiles.first_row(t), rows = tiles.row_count(t, geo);
+          for (int64_t c = 0; c < C; ++c) {  // (C, K, L) -> unfolded tile
             for (int64_t k = 0; k < K; ++k) {
-              const T* src = grad_samples.data_ptr<T>() + ((b * C + c) * K + k) * L + l0;
-              for (int64_t i = 0; i < n; ++i) gcols[i * ck + k * C + c] = src[i];
+              const T* src = grad_samples.data_ptr<T>() + ((b * C + c) * K + k) * L + r0 * geo.out_w;
+              for (int64_t r = 0; r < rows; ++r)
+                for (int64_t wo = 0; wo < geo.out_w; ++wo) gcols[unfolded.at(geo, r, wo, k) + c] = *src++;
             }
           }
           sample_backward_tile<T, decltype(fixed)::value>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(),
-                                                          mask.data_ptr<T>(), b, l0, n, gcols.data(), ck, grads,
+                                                          mask.data_ptr<T>(), b, r0, rows, gcols.data(), grads,
                                                           scratch);
         }
       });
