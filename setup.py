@@ -68,8 +68,24 @@ setup(
     package_dir={"": "codes"},
     packages=find_packages(where="codes"),
     python_requires=">=3.10",
-    install_requires=["torch>=2.1", "numpy", "pyyaml", "tqdm", "ninja"],
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "pyyaml",
+        "tqdm",
+        "ninja",
+        "opencv-python-headless",
+        "lmdb",
+        "scikit-image",
+    ],
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": ["stvsr-doctor = stvsr.doctor:main"]},
+    entry_points={
+        "console_scripts": [
+            "stvsr-doctor = stvsr.doctor:main",
+            "stvsr-generate-lr = stvsr.data.make_lr:main",
+            "stvsr-create-lmdb = stvsr.data.make_lmdb:main",
+            "stvsr-make-demo-data = stvsr.data.demo:main",
+        ]
+    },
     cmdclass={"build_py": BuildPyWithDcnSources},
 )

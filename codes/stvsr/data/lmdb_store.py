@@ -1,0 +1,348 @@
+"""LMDB frame stores: raw uint8 HWC BGR values (the official layout) described by a readable ``meta_info.txt``.
+
+``meta_info.txt`` sits inside the LMDB folder, one line per key::
+
+    # stvsr LMDB meta info: key (H,W,C) [crc32:xxxxxxxx]; values are raw uint8 H*W*C bytes, BGR
+    00001_0001_1 (256,448,3) crc32:8f0e3c1a
+
+The loader takes keys and shapes from it, so no shape is hard-coded anywhere. BasicSR's lines
+(``name.png (H,W,C) 1``) parse too (the extension is dropped, the compression level ignored).
+
+:class:`LmdbWriter` makes a database visible only when it is complete: it writes into a hidden temporary
+folder next to the destination and renames it at the end, so a killed run never leaves a half database
+under the final name. :class:`LmdbStore` reads one, opening the environment lazily in each process
+(DataLoader workers included).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import re
+import shutil
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from .io import IMAGE_EXTENSIONS, DataError, natural_key, require_dir
+
+logger = logging.getLogger(__name__)
+
+META_NAME = "meta_info.txt"
+META_HEADER = "# stvsr LMDB meta info: key (H,W,C) [crc32:xxxxxxxx]; values are raw uint8 H*W*C bytes, BGR"
+PAGE_SIZE = 4096
+_LINE = re.compile(r"^(?P<key>\S+)\s+\((?P<shape>[0-9,\s]+)\)(?P<rest>.*)$")
+_CRC = re.compile(r"crc32:([0-9a-fA-F]{8})")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One value of an LMDB: its key, its (H, W, C) shape and an optional CRC-32 of its bytes."""
+
+    key: str
+    shape: tuple[int, ...]
+    crc32: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape)
+
+    def line(self) -> str:
+        shape = ",".join(str(n) for n in self.shape)
+        crc = "" if self.crc32 is None else f" crc32:{self.crc32:08x}"
+        return f"{self.key} ({shape}){crc}"
+
+
+def parse_meta_line(line: str, where: str) -> Entry | None:
+    """The entry of one ``meta_info.txt`` line; None for blank and comment lines."""
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    match = _LINE.match(line)
+    if match is None:
+        raise DataError(f"{where}: cannot parse '{line}': expected 'key (H,W,C) [crc32:xxxxxxxx]'")
+    key = match["key"]
+    stem, ext = os.path.splitext(key)
+    if ext.lower() in IMAGE_EXTENSIONS:
+        key = stem
+    shape = tuple(int(s) for s in match["shape"].replace(" ", "").split(",") if s)
+    crc = _CRC.search(match["rest"])
+    return Entry(key, shape, int(crc.group(1), 16) if crc else None)
+
+
+def read_meta(db_path: str | Path) -> dict[str, Entry]:
+    """Entries of ``db_path/meta_info.txt`` in file order; a DataError if the file is missing or malformed."""
+    meta = Path(db_path) / META_NAME
+    if not meta.is_file():
+        raise DataError(
+            f"{meta} is missing: {db_path} was not made by create_lmdb.py (or is from the official scripts); "
+            f"rebuild it, or add the file with: python data_scripts/create_lmdb.py --write-meta {db_path} "
+            "--shape H,W,C"
+        )
+    entries: dict[str, Entry] = {}
+    with open(meta, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            entry = parse_meta_line(line, f"{meta}:{number}")
+            if entry is not None:
+                entries[entry.key] = entry
+    if not entries:
+        raise DataError(f"{meta} lists no keys: rebuild the LMDB with create_lmdb.py")
+    return entries
+
+
+def write_meta(db_path: str | Path, entries: Iterable[Entry]) -> None:
+    text = "\n".join([META_HEADER, *(e.line() for e in entries)]) + "\n"
+    tmp = Path(db_path) / f".{META_NAME}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, Path(db_path) / META_NAME)
+
+
+def map_size_for(value_sizes: Iterable[int], key_length: int = 32) -> int:
+    """Bytes to reserve for values of these sizes, from LMDB's page layout rather than a guess.
+
+    A value larger than a page is stored on its own run of overflow pages (16-byte header); every key also
+    takes a leaf-node slot (about key length + 16 bytes), and leaf pages are half full after splits in the
+    worst case. 10 % and 16 MiB are added for branch pages, free-list pages and the two meta pages. On Linux
+    the reservation is virtual: the file only grows as data is written. The writer doubles it anyway if it
+    ever runs out (:class:`LmdbWriter`).
+    """
+    n, data_pages = 0, 0
+    for size in value_sizes:
+        n += 1
+        data_pages += math.ceil((size + 16) / PAGE_SIZE)
+    leaf_pages = math.ceil(n * (key_length + 16) * 2 / PAGE_SIZE)
+    return int((data_pages + leaf_pages) * PAGE_SIZE * 1.1) + 16 * 2**20
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.NAME.tmp-PID`` folders left next to ``path`` by killed runs (their PID is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            logger.warning("removing %s, left by an interrupted run", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class LmdbWriter:
+    """Writes uint8 HWC arrays under string keys into a new LMDB, atomically.
+
+    Use as a context manager. Values go into ``.NAME.tmp-PID`` next to ``path``; batches of ``batch``
+    values are committed together; on a clean exit ``meta_info.txt`` is written and the folder renamed to
+    ``path``. On an exception (or a kill) the final name never appears.
+    """
+
+    def __init__(
+        self, path: str | Path, map_size: int, batch: int = 256, overwrite: bool = False, checksum: bool = True
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise DataError(f"{self.path} already exists: pass --overwrite to replace it, or choose another --dst")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.map_size = max(int(map_size), 2**20)
+        self.batch = batch
+        self.checksum = checksum
+        self.entries: list[Entry] = []
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._env: lmdb.Environment | None = None
+
+    def __enter__(self):  # returns self
+        self._env = lmdb.open(str(self.tmp), map_size=self.map_size, subdir=True, meminit=False, map_async=True)
+        return self
+
+    def put(self, key: str, img: np.ndarray) -> None:
+        if img.dtype != np.uint8:
+            raise DataError(f"LMDB value for key {key} must be uint8, got {img.dtype}")
+        data = np.ascontiguousarray(img).tobytes()
+        crc = zlib.crc32(data) if self.checksum else None
+        self.entries.append(Entry(key, tuple(img.shape), crc))
+        self._pending.append((key.encode("ascii"), data))
+        if len(self._pending) >= self.batch:
+            self._commit()
+
+    def _commit(self) -> None:
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    for key, data in self._pending:
+                        txn.put(key, data)
+                break
+            except lmdb.MapFullError:
+                self.map_size *= 2
+                logger.info("LMDB map full; growing the map to %d bytes", self.map_size)
+                self._env.set_mapsize(self.map_size)
+        self._pending.clear()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+                self._env.sync(True)
+        finally:
+            self._env.close()
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        write_meta(self.tmp, self.entries)
+        self._publish()
+
+    def _publish(self) -> None:
+        old = None
+        if self.path.exists():
+            old = self.path.parent / f".{self.path.name}.old-{os.getpid()}"
+            os.replace(self.path, old)
+        os.replace(self.tmp, self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class LmdbStore:
+    """Read-only access to an LMDB described by its ``meta_info.txt``; picklable for DataLoader workers."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = require_dir(path, "LMDB")
+        if not (self.path / "data.mdb").is_file():
+            raise DataError(f"{self.path} has no data.mdb: it is not an LMDB folder; build it with create_lmdb.py")
+        self.entries = read_meta(self.path)
+        self._env: lmdb.Environment | None = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_env"], state["_pid"] = None, None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._entry(key).shape
+
+    def _entry(self, key: str) -> Entry:
+        try:
+            return self.entries[key]
+        except KeyError:
+            raise DataError(
+                f"key {key} is not in {self.path / META_NAME}: the LMDB was built from another list; "
+                "rebuild it with create_lmdb.py from the same list"
+            ) from None
+
+    def _environment(self) -> lmdb.Environment:
+        if self._env is None or self._pid != os.getpid():  # one environment per process (fork-safe)
+            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, meminit=False)
+            self._pid = os.getpid()
+        return self._env
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._environment().begin(write=False) as txn:
+            buf = txn.get(key.encode("ascii"))
+        if buf is None:
+            raise DataError(
+                f"key {key} is listed in {self.path / META_NAME} but missing from the database: "
+                f"the LMDB is incomplete; rebuild it (check with create_lmdb.py --check {self.path})"
+            )
+        return buf
+
+    def get(self, key: str) -> np.ndarray:
+        """The value of ``key`` as a uint8 (H, W, C) array in the stored (BGR) order."""
+        entry = self._entry(key)
+        buf = self.get_bytes(key)
+        if len(buf) != entry.nbytes:
+            raise DataError(
+                f"LMDB {self.path} value of key {key} has {len(buf)} bytes but {META_NAME} says shape "
+                f"{entry.shape} ({entry.nbytes} bytes): the database or its meta info is corrupt; rebuild it "
+                f"(create_lmdb.py --check {self.path} lists every bad key)"
+            )
+        return np.frombuffer(buf, dtype=np.uint8).reshape(entry.shape)
+
+    def check(self) -> Iterator[tuple[str, str | None]]:
+        """Yields (key, problem or None) for every key of the meta info: present, right size, right CRC."""
+        env = self._environment()
+        with env.begin(write=False) as txn:
+            for key, entry in self.entries.items():
+                buf = txn.get(key.encode("ascii"))
+                if buf is None:
+                    yield key, "missing from the database"
+                elif len(buf) != entry.nbytes:
+                    yield key, f"{len(buf)} bytes, expected {entry.nbytes} for shape {entry.shape}"
+                elif entry.crc32 is not None and zlib.crc32(buf) != entry.crc32:
+                    yield key, "checksum mismatch (corrupt value)"
+                else:
+                    yield key, None
+
+    def extra_keys(self) -> list[str]:
+        """Keys stored in the database but not listed in the meta info."""
+        with self._environment().begin(write=False) as txn:
+            stored = [k.decode("ascii") for k in txn.cursor().iternext(keys=True, values=False)]
+        return [k for k in stored if k not in self.entries]
+
+
+def meta_from_database(path: str | Path, shape: tuple[int, int, int]) -> int:
+    """Write ``meta_info.txt`` for an existing LMDB (e.g. an official one) whose values all have ``shape``.
+
+    Every value is checked to have ``prod(shape)`` bytes first; returns the number of keys.
+    """
+    path = require_dir(path, "LMDB")
+    entries = []
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False)
+    try:
+        with env.begin(write=False) as txn:
+            for key, value in txn.cursor():
+                if len(value) != math.prod(shape):
+                    raise DataError(
+                        f"LMDB {path} value of key {key.decode('ascii')} has {len(value)} bytes, not "
+                        f"{math.prod(shape)} for shape {shape}: give the right --shape"
+                    )
+                entries.append(Entry(key.decode("ascii"), tuple(shape), zlib.crc32(value)))
+    finally:
+        env.close()
+    entries.sort(key=lambda e: natural_key(e.key))
+    write_meta(path, entries)
+    return len(entries)
+
+
+def read_keys_file(path: str | Path) -> list[str]:
+    """Clip names from an official key file: a ``.pkl`` holding a list, a set, or a dict with ``'keys'``
+    (entries like '00001_0001'), or a text list (one '00001/0001' per line). Sorted, duplicates removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"key file {path} does not exist: check the 'cache_keys' / list option")
+    if path.suffix == ".pkl":
+        with open(path, "rb") as f:
+            obj = pickle.load(f)
+        if isinstance(obj, dict):
+            if "keys" not in obj:
+                raise DataError(f"key file {path} is a dict without 'keys': expected the official format")
+            obj = obj["keys"]
+        keys = {str(k).replace("/", "_") for k in obj}
+    else:
+        keys = {line.strip().replace("/", "_") for line in path.read_text(encoding="utf-8").splitlines()}
+        keys.discard("")
+    return sorted(keys, key=natural_key)
