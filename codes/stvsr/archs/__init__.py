@@ -1,0 +1,111 @@
+"""Model architectures, found by name in ``stvsr.registry.ARCHS`` and built by :func:`build_arch`.
+
+Importing this package registers every architecture below, explicitly (no folder scanning). Each
+architecture class declares:
+
+- ``size_divisor``: H and W of the low-resolution input must be multiples of it (the evaluator pads);
+- ``upscale``: the spatial factor (4);
+- ``config_keys``: the ``network_G`` keys it accepts, mapped to constructor arguments;
+  ``config_required``: the keys the official code requires; ``config_ignored``: keys of the official
+  configs that have no effect (accepted, so that existing config files work).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from stvsr.registry import ARCHS
+
+from . import stdan, zsm  # noqa: F401 - registers LunaTokis (zsm) and STTrans2 (stdan)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ARCHS", "build_arch", "count_parameters"]
+
+
+def _nearest(name: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    if not close:  # case-insensitive second chance: 'Front_RBs' -> 'front_RBs'
+        lowered = {c.lower(): c for c in candidates}
+        close = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)]
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _check_value(arch: str, key: str, value: Any, default: Any) -> None:
+    """Reject values of the wrong kind (a typo in YAML should not become a silently odd model)."""
+    where = f"network_G.{key} = {value!r} ({arch})"
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    else:
+        ok = True
+    if not ok:
+        kind = type(default).__name__ if not isinstance(default, (tuple, list)) else "list of int"
+        raise ValueError(f"{where}: expected a non-negative {kind}")
+
+
+def build_arch(network_G: Mapping[str, Any]) -> nn.Module:
+    """Build the model described by a ``network_G`` options dict, as the official configs write it.
+
+    ``which_model_G`` names the architecture (official name or alias, e.g. ``LunaTokis`` / ``zsm``,
+    ``STTrans2`` / ``stdan``); the other keys are that architecture's ``config_keys``. An unknown key, a
+    missing required key or a value of the wrong kind raises a ``ValueError`` that names the key (and the
+    nearest valid one for a typo).
+    """
+    if not isinstance(network_G, Mapping):
+        raise TypeError(f"network_G must be a mapping of options, got {type(network_G).__name__}")
+    options = dict(network_G)
+    name = options.pop("which_model_G", None)
+    if name is None:
+        raise ValueError(f"network_G.which_model_G is required: one of {', '.join(ARCHS)}")
+    try:
+        cls = ARCHS.get(str(name))
+    except KeyError as exc:
+        raise ValueError(f"network_G.which_model_G: {exc.args[0]}") from None
+    arch = cls.__name__
+    accepted = {**cls.config_keys, **dict.fromkeys(cls.config_ignored)}
+    for key in options:
+        if key not in accepted:
+            raise ValueError(
+                f"network_G.{key}: unknown key for {arch}.{_nearest(key, list(accepted))} "
+                f"Valid keys: which_model_G, {', '.join(accepted)}"
+            )
+    missing = [key for key in cls.config_required if key not in options]
+    if missing:
+        raise ValueError(
+            f"network_G for {arch} is missing required key(s): {', '.join(missing)} "
+            f"(official settings: see specs/models.md and options/train/*.yml)"
+        )
+    params = inspect.signature(cls).parameters
+    kwargs = {}
+    for key, value in options.items():
+        if key in cls.config_ignored:
+            continue
+        argument = cls.config_keys[key]
+        _check_value(arch, key, value, params[argument].default)
+        kwargs[argument] = value
+    ignored = [key for key in options if key in cls.config_ignored]
+    if ignored:
+        logger.debug("network_G keys with no effect on %s: %s", arch, ", ".join(ignored))
+    try:
+        model = cls(**kwargs)
+    except ValueError as exc:
+        raise ValueError(f"network_G: {exc}") from None
+    logger.info("Built %s (%s parameters)", arch, f"{count_parameters(model):,}")
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements (buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())

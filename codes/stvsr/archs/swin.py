@@ -1,0 +1,270 @@
+"""Swin Transformer body used by STDAN (``Spatial_decoder``, SwinIR-like; ``specs/models.md`` section 4.3).
+
+Key names follow the official checkpoint: ``conv_first``, ``patch_embed.norm``, ``layers.<i>.residual_group.
+blocks.<j>.{norm1, attn.{relative_position_bias_table, relative_position_index, qkv, proj}, norm2, mlp.{fc1,
+fc2}}``, ``attn_mask`` on shifted blocks (a buffer precomputed for ``img_size``), ``layers.<i>.conv``, ``norm``,
+``conv_after_body``, ``conv_last``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B*nW, ws*ws, C), windows row-major, tokens row-major inside a window."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, ws * ws, c)
+
+
+def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
+    """(B*nW, ws*ws, C) -> (B, H, W, C); inverse of :func:`window_partition`."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
+
+
+def relative_position_index(ws: int) -> torch.Tensor:
+    """(ws*ws, ws*ws) int64: (y_a - y_b + ws - 1) * (2 ws - 1) + (x_a - x_b + ws - 1)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)  # 2, N
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)  # N, N, 2
+    return rel[:, :, 0] * (2 * ws - 1) + rel[:, :, 1]
+
+
+def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
+    """(nW, ws*ws, ws*ws) float: -100 between tokens of different shift regions, 0 otherwise."""
+    region = torch.zeros(1, h, w, 1)
+    count = 0
+    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            region[:, hs, wsl, :] = count
+            count += 1
+    windows = window_partition(region, ws).squeeze(-1)  # nW, N
+    diff = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample, active in training only (STDAN quirk 3: KEEP)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        return x * (keep + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_().div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows, with a learned relative position bias."""
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window_size))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B*nW, N, C); mask: (nW, N, N) or None."""
+        bw, n, c = x.shape
+        qkv = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B*nW, heads, N, d)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1)  # heads, N, N
+        if mask is not None:
+            nw = mask.shape[0]
+            bias = bias.unsqueeze(0) + mask.unsqueeze(1)  # nW, heads, N, N
+            q, k, v = (t.view(bw // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+        return self.proj(out.reshape(bw, self.num_heads, n, -1).transpose(1, 2).reshape(bw, n, c))
+
+
+class SwinTransformerBlock(nn.Module):
+    """Pre-norm Swin block: x += DropPath(W-MSA(LN(x))); x += DropPath(MLP(LN(x))); odd blocks shift."""
+
+    def __init__(
+        self,
+        dim: int,
+        input_resolution: tuple[int, int],
+        num_heads: int,
+        window_size: int = 8,
+        shift_size: int = 0,
+        mlp_ratio: float = 2.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.input_resolution = tuple(input_resolution)
+        if min(self.input_resolution) <= window_size:  # official: no partition when the window covers all
+            shift_size, window_size = 0, min(self.input_resolution)
+        self.window_size, self.shift_size = window_size, shift_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        mask = shifted_window_mask(*self.input_resolution, window_size, shift_size) if shift_size > 0 else None
+        self.register_buffer("attn_mask", mask)  # None registers nothing: unshifted blocks have no key
+        self._masks: dict[tuple, torch.Tensor] = {}  # masks for other sizes, computed once per size/device
+
+    def _mask(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor | None:
+        if self.shift_size == 0:
+            return None
+        if (h, w) == self.input_resolution:
+            return self.attn_mask
+        key = (h, w, like.device)
+        if key not in self._masks:
+            self._masks[key] = shifted_window_mask(h, w, self.window_size, self.shift_size).to(like.device)
+        return self._masks[key]
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        h, w = x_size
+        b, length, c = x.shape
+        ws, shift = self.window_size, self.shift_size
+        y = self.norm1(x).view(b, h, w, c)
+        if shift:
+            y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
+        y = self.attn(window_partition(y, ws), mask=self._mask(h, w, x))
+        y = window_reverse(y, ws, h, w)
+        if shift:
+            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+        x = x + self.drop_path(y.reshape(b, length, c))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class BasicLayer(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        input_resolution: tuple[int, int],
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        drop_path: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(
+                dim,
+                input_resolution,
+                num_heads,
+                window_size,
+                shift_size=0 if i % 2 == 0 else window_size // 2,
+                mlp_ratio=mlp_ratio,
+                drop_path=drop_path[i],
+            )
+            for i in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, x_size)
+        return x
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer block: tokens + flatten(conv(unflatten(BasicLayer(tokens))))."""
+
+    def __init__(self, dim: int, **layer_kwargs) -> None:
+        super().__init__()
+        self.residual_group = BasicLayer(dim, **layer_kwargs)
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        y = self.residual_group(x, x_size)
+        b, _length, c = y.shape
+        y = self.conv(y.transpose(1, 2).reshape(b, c, *x_size))
+        return y.flatten(2).transpose(1, 2) + x
+
+
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) -> LayerNorm over (B, H*W, C) tokens (key ``patch_embed.norm``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.flatten(2).transpose(1, 2))
+
+
+class SwinBody(nn.Module):
+    """STDAN's ``Spatial_decoder``: conv_first -> RSTBs -> norm -> conv_after_body (+ skip) -> conv_last.
+
+    (B, in_chans, H, W) -> (B, in_chans, H, W); H and W must be multiples of ``window_size``. The shifted
+    blocks' ``attn_mask`` buffers are precomputed for ``img_size`` x ``img_size`` and recomputed for other
+    sizes. Stochastic depth: linspace(0, drop_path_rate, total blocks), active in training.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 64,
+        embed_dim: int = 72,
+        depths: Sequence[int] = (6, 6),
+        num_heads: Sequence[int] | int = 6,
+        window_size: int = 8,
+        mlp_ratio: float = 2.0,
+        img_size: int = 32,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        heads = [num_heads] * len(depths) if isinstance(num_heads, int) else list(num_heads)
+        self.window_size = window_size
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self.patch_embed = PatchEmbed(embed_dim)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            start = sum(depths[:i])
+            self.layers.append(
+                RSTB(
+                    embed_dim,
+                    input_resolution=(img_size, img_size),
+                    depth=depth,
+                    num_heads=heads[i],
+                    window_size=window_size,
+                    mlp_ratio=mlp_ratio,
+                    drop_path=dpr[start : start + depth],
+                )
+            )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
+        self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        f = self.conv_first(x)
+        t = self.patch_embed(f)
+        for layer in self.layers:
+            t = layer(t, (h, w))
+        t = self.norm(t)
+        b, _, c = t.shape
+        g = self.conv_after_body(t.transpose(1, 2).reshape(b, c, h, w)) + f
+        return self.conv_last(g)

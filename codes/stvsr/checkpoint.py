@@ -1,0 +1,191 @@
+"""Load official and framework checkpoints into a model; save weights atomically.
+
+One loader for every format: a plain ``state_dict`` (the official ``xiang2020zooming.pth`` and
+``STDAN_20220306.pth``), or one wrapped as ``{'params': ...}``, ``{'params_ema': ...}`` (BasicSR),
+``{'state_dict': ...}`` (also ``'model'``/``'net'``/``'network'``), with or without the ``module.`` prefix
+of DataParallel / DistributedDataParallel (and ``_orig_mod.`` of ``torch.compile``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+WRAPPER_KEYS = ("params", "params_ema", "state_dict", "model", "net", "network")
+STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+MAX_LISTED = 12  # names listed per category in a mismatch message
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint's keys or shapes do not match the model (one message lists every difference)."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_official` found: where the weights were, and what did not match."""
+
+    source: str
+    wrapper_key: str | None
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # key, file, model
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def message(self, model_name: str = "model") -> str:
+        where = f"{self.source}" + (f" ['{self.wrapper_key}']" if self.wrapper_key else "")
+        lines = [f"Checkpoint {where} does not match {model_name}:"]
+        if self.missing:
+            lines.append(f"  missing keys ({len(self.missing)}, in the model but not in the file): "
+                         f"{_listing(self.missing)}")  # fmt: skip
+        if self.unexpected:
+            lines.append(f"  unexpected keys ({len(self.unexpected)}, in the file but not in the model): "
+                         f"{_listing(self.unexpected)}")  # fmt: skip
+        if self.mismatched:
+            shown = [f"{k} file {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched]
+            lines.append(f"  shape mismatches ({len(self.mismatched)}): {_listing(shown)}")
+        lines.append("  Check that the options (which_model_G, nf, back_RBs, embed_dim, ...) match the checkpoint.")
+        return "\n".join(lines)
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f", ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def extract_state_dict(obj: Any, key: str | None = None) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The tensors of a loaded checkpoint and the wrapper key they were under (None for a plain one).
+
+    ``key`` picks a wrapper explicitly (e.g. ``'params_ema'``); by default the first present of
+    ``params``, ``params_ema``, ``state_dict``, ``model``, ``net``, ``network`` is used. Prefixes
+    ``module.`` and ``_orig_mod.`` are stripped.
+    """
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"a checkpoint must be a dict of tensors, got {type(obj).__name__}")
+    wrapper = None
+    if key is not None:
+        if key not in obj:
+            raise KeyError(f"checkpoint has no '{key}' entry; it has: {', '.join(map(str, obj))}")
+        obj, wrapper = obj[key], key
+    elif not _is_state_dict(obj):
+        for candidate in WRAPPER_KEYS:
+            if candidate in obj and isinstance(obj[candidate], Mapping):
+                obj, wrapper = obj[candidate], candidate
+                break
+    if not _is_state_dict(obj):
+        found = ", ".join(f"{k!s} ({type(v).__name__})" for k, v in list(obj.items())[:10]) if obj else "nothing"
+        raise ValueError(
+            f"no state_dict found in the checkpoint: expected a dict of tensors, or one under "
+            f"{', '.join(repr(k) for k in WRAPPER_KEYS)}; found {found}"
+        )
+    state = {}
+    for name, tensor in obj.items():
+        for prefix in STRIPPED_PREFIXES:
+            while name.startswith(prefix):
+                name = name[len(prefix) :]
+        state[name] = tensor
+    return state, wrapper
+
+
+def compare(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "<dict>",
+            wrapper_key: str | None = None) -> LoadReport:  # fmt: skip
+    """Missing keys, unexpected keys and shape mismatches of ``state`` against ``model.state_dict()``."""
+    own = model.state_dict()
+    report = LoadReport(source=source, wrapper_key=wrapper_key)
+    report.missing = [k for k in own if k not in state]
+    report.unexpected = [k for k in state if k not in own]
+    report.mismatched = [
+        (k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape
+    ]
+    return report
+
+
+def load_official(
+    model: nn.Module,
+    path: str | os.PathLike | Mapping[str, Any],
+    strict: bool = True,
+    key: str | None = None,
+    weights_only: bool = True,
+) -> LoadReport:
+    """Load a checkpoint (a file or an already loaded dict) into ``model``.
+
+    Args:
+        model: the network; a ``DataParallel``/``DistributedDataParallel`` wrapper is unwrapped.
+        path: a ``.pth`` file, or a dict as ``torch.load`` returns it.
+        strict: raise :class:`CheckpointMismatchError` on any missing or unexpected key or shape mismatch
+            (one message lists them all). With ``strict=False`` the matching tensors are loaded, the rest is
+            logged as a warning.
+        key: take the weights from this wrapper entry (e.g. ``'params_ema'``) instead of the default order.
+        weights_only: unpickle tensors and plain containers only (safe for untrusted files). Set False only
+            for a trusted file that stores other Python objects.
+    Returns:
+        a :class:`LoadReport`.
+    """
+    net = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    if isinstance(path, Mapping):
+        obj, source = path, "<dict>"
+    else:
+        source = str(path)
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"checkpoint not found: {source}")
+        try:
+            obj = torch.load(source, map_location="cpu", weights_only=weights_only)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"{source}: cannot be loaded with weights_only={weights_only} ({exc}). If the file comes from a "
+                f"source you trust, load it with weights_only=False."
+            ) from None
+        except (RuntimeError, EOFError) as exc:
+            raise ValueError(f"{source}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    try:
+        state, wrapper = extract_state_dict(obj, key)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{source}: {exc.args[0]}") from None
+    report = compare(net, state, source, wrapper)
+    name = type(net).__name__
+    if not report.ok:
+        if strict:
+            raise CheckpointMismatchError(report.message(name))
+        logger.warning("%s\n  Loading the %d matching tensors (strict=False).", report.message(name),
+                       len(state) - len(report.unexpected) - len(report.mismatched))  # fmt: skip
+    bad = set(report.unexpected) | {k for k, _, _ in report.mismatched}
+    net.load_state_dict({k: v for k, v in state.items() if k not in bad}, strict=False)
+    logger.info("Loaded %s%s into %s (%d tensors)", source, f" ['{wrapper}']" if wrapper else "", name,
+                len(state) - len(bad))  # fmt: skip
+    return report
+
+
+def save_state_dict(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save ``model``'s weights as a plain state_dict (the official format), atomically: a temporary file in
+    the same folder, then a rename, so that an interrupted save never leaves a truncated checkpoint."""
+    net = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
