@@ -134,9 +134,10 @@ def _camera_matrix(cam: dict[str, float], t: int, spec: DemoSpec) -> np.ndarray:
     return np.hstack([rot, (centre - rot @ frame_centre)[:, None]])
 
 
-def _disc_sprite(rng: np.random.Generator, photo: np.ndarray) -> np.ndarray:
-    """An RGBA disc cut from a random place of ``photo``, with an antialiased edge."""
-    radius = int(rng.integers(28, 56))
+def _disc_sprite(rng: np.random.Generator, photo: np.ndarray, spec: DemoSpec) -> np.ndarray:
+    """An RGBA disc (radius 11-22 % of the frame height) cut from ``photo``, with an antialiased edge."""
+    short = min(spec.height, spec.width)
+    radius = int(rng.integers(max(2, round(0.11 * short)), max(3, round(0.22 * short))))
     size = 2 * radius
     ph, pw = photo.shape[:2]
     top, left = int(rng.integers(0, ph - size)), int(rng.integers(0, pw - size))
@@ -176,7 +177,7 @@ def render_clip(rng: np.random.Generator, photos: list[np.ndarray], logo: np.nda
     """``spec.frames`` uint8 RGB frames of one synthetic clip."""
     background = _fit(photos[int(rng.integers(len(photos)))], spec.height, spec.width, margin=1.6)
     other = _fit(photos[int(rng.integers(len(photos)))], spec.height, spec.width, margin=1.0)
-    sprite = logo if rng.random() < 0.25 else _disc_sprite(rng, other)
+    sprite = logo if rng.random() < 0.25 else _disc_sprite(rng, other, spec)
     cam, obj = _camera(rng, spec, background.shape), _object(rng, spec)
     src = background.astype(np.float32)
     frames = []
@@ -204,7 +205,7 @@ def make_demo_data(root: str | Path, spec: DemoSpec = DemoSpec(), progress: bool
         raise DataError(f"{root} already exists: remove it or choose another --root")
     start = time.time()
     rng = np.random.default_rng(spec.seed)
-    photos, logo = load_photos(), load_logo()
+    photos, logo = load_photos(), load_logo(max(8, round(0.375 * min(spec.height, spec.width))))
     train, val = clip_names(spec)
     for clip in tqdm(train + val, desc="demo clips", unit="clip", disable=not progress):
         for n, frame in enumerate(render_clip(rng, photos, logo, spec), start=1):

@@ -214,6 +214,29 @@ class LmdbWriter:
             shutil.rmtree(old, ignore_errors=True)
 
 
+_READERS: dict[tuple[int, int], tuple[int, lmdb.Environment]] = {}  # data.mdb (dev, inode) -> (pid, env)
+
+
+def _open_readonly(path: Path) -> lmdb.Environment:
+    """One read-only environment per database and process, shared by every store that reads it.
+
+    LMDB refuses a second open of a database in one process, and an environment must not be used across
+    fork(): a forked DataLoader worker closes the copy it inherited (harmless to the parent: read-only,
+    no lock file) and opens its own. Databases are told apart by the file, as LMDB does, so one rebuilt at
+    the same path is opened afresh.
+    """
+    st = os.stat(Path(path) / "data.mdb")
+    key = (st.st_dev, st.st_ino)
+    pid, env = _READERS.get(key, (None, None))
+    if env is not None and pid == os.getpid():
+        return env
+    if env is not None:
+        env.close()
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)
+    _READERS[key] = (os.getpid(), env)
+    return env
+
+
 class LmdbStore:
     """Read-only access to an LMDB described by its ``meta_info.txt``; picklable for DataLoader workers."""
 
@@ -256,7 +279,7 @@ class LmdbStore:
 
     def _environment(self) -> lmdb.Environment:
         if self._env is None or self._pid != os.getpid():  # one environment per process (fork-safe)
-            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, meminit=False)
+            self._env = _open_readonly(self.path)
             self._pid = os.getpid()
         return self._env
 

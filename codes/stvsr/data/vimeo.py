@@ -184,9 +184,7 @@ class Vimeo7(_VimeoBase):
         if o["border_mode"]:
             raise DataError("Vimeo7: border_mode: true is not supported (the official configs use false)")
         self.train = o["phase"] == "train"
-        self.scale = int(o["scale"] or max(1, o["GT_size"] // o["LQ_size"]))
-        if self.train and o["GT_size"] != o["LQ_size"] * self.scale:
-            raise DataError(f"Vimeo7: GT_size {o['GT_size']} must equal LQ_size {o['LQ_size']} x scale {self.scale}")
+        self.scale = self._scale(o["scale"], o["GT_size"], o["LQ_size"])
         self.intervals = [int(i) for i in o["interval_list"]]
         half = self.n_frames // 2
         if not self.intervals or any(i < 1 or 2 * half * i >= self.clip_length for i in self.intervals):
@@ -194,6 +192,15 @@ class Vimeo7(_VimeoBase):
                 f"Vimeo7: interval_list {o['interval_list']} with N_frames {self.n_frames} does not fit "
                 f"in clips of {self.clip_length} frames"
             )
+
+    @staticmethod
+    def _scale(scale: int | None, gt_size: int, lq_size: int) -> int:
+        """``scale`` if given, else GT_size / LQ_size; the two sizes must agree with it."""
+        if scale is None and gt_size % lq_size == 0:
+            scale = gt_size // lq_size
+        if scale is None or gt_size != lq_size * int(scale):
+            raise DataError(f"Vimeo7: GT_size {gt_size} must equal LQ_size {lq_size} x scale ({scale or 'not set'})")
+        return int(scale)
 
     def frame_numbers(self) -> list[int]:
         """GT frame numbers (1-based) of one sample: a window around a random centre, maybe reversed."""
