@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import DataError, image_shape, list_clips, natural_key, read_image, require_dir
+from .io import DataError, list_clips, natural_key, read_image, require_dir
 from .lmdb_store import LmdbStore
 
 
@@ -45,12 +45,6 @@ class FolderFrames:
     def read(self, clip: str, n: int) -> np.ndarray:
         return read_image(self.path(clip, n))
 
-    def shape(self, clip: str, n: int) -> tuple[int, ...]:
-        path = self.path(clip, n)
-        if not path.is_file():
-            raise DataError(f"image {path} does not exist: the clip is incomplete; check the data root")
-        return image_shape(path)
-
     def clips(self) -> list[str]:
         return [c for c in list_clips(self.root) if c != "."]
 
@@ -75,9 +69,6 @@ class LmdbFrames:
 
     def read(self, clip: str, n: int) -> np.ndarray:
         return self.store.get(self.key(clip, n))
-
-    def shape(self, clip: str, n: int) -> tuple[int, ...]:
-        return self.store.shape(self.key(clip, n))
 
     def clips(self) -> list[str]:
         names = {clip_name(key.rsplit("_", 1)[0]) for key in self.store}
