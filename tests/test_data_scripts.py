@@ -112,6 +112,10 @@ def test_demo_data_is_deterministic_from_the_seed(tmp_path: Path) -> None:
 
 
 def test_ensure_demo_data_builds_once_and_refuses_foreign_folders(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    (tmp_path / f".demo.tmp-{int(dead.stdout)}").mkdir()  # left by a killed build
     root = ensure_demo_data(tmp_path / "demo", TINY)
     stamp = (root / "demo_info.json").stat().st_mtime_ns
     assert ensure_demo_data(tmp_path / "demo", TINY) == root

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from .degrade import bi_downscale
 from .io import DataError, write_image
+from .lmdb_store import remove_stale_temporaries
 from .make_lmdb import build_lmdb
 
 logger = logging.getLogger(__name__)
@@ -239,12 +240,17 @@ def ensure_demo_data(root: str | Path, spec: DemoSpec = DemoSpec(), progress: bo
     if root.exists():
         raise DataError(f"{root} exists but is not a complete demo set for {spec}: delete it, or use another root")
     root.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     logger.info("building the demo dataset in %s (seed %d)", root, spec.seed)
     try:
         make_demo_data(tmp, spec, progress)
-        os.replace(tmp, root)
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process (e.g. another DDP rank) finished first
+            if not is_complete(root, spec):
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root

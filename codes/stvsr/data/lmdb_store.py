@@ -131,7 +131,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.NAME.tmp-PID`` folders left next to ``path`` by killed runs (their PID is gone)."""
+    """Delete ``.NAME.tmp-PID`` folders left next to ``path`` by killed runs (their PID is gone).
+
+    PIDs are those of this machine: on a folder shared between machines, give each run its own ``path``."""
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _pid_alive(int(pid)):
@@ -165,7 +167,7 @@ class LmdbWriter:
         self._env: lmdb.Environment | None = None
 
     def __enter__(self):  # returns self
-        self._env = lmdb.open(str(self.tmp), map_size=self.map_size, subdir=True, meminit=False, map_async=True)
+        self._env = lmdb.open(str(self.tmp), map_size=self.map_size, subdir=True, meminit=False)
         return self
 
     def put(self, key: str, img: np.ndarray) -> None:
@@ -353,7 +355,8 @@ def meta_from_database(path: str | Path, shape: tuple[int, int, int]) -> int:
 
 def read_keys_file(path: str | Path) -> list[str]:
     """Clip names from an official key file: a ``.pkl`` holding a list, a set, or a dict with ``'keys'``
-    (entries like '00001_0001'), or a text list (one '00001/0001' per line). Sorted, duplicates removed."""
+    (entries like '00001_0001'), or a text list (one '00001/0001' per line). Sorted, duplicates removed.
+    A ``.pkl`` is unpickled: use only key files you trust (the official ones, or your own)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"key file {path} does not exist: check the 'cache_keys' / list option")

@@ -181,6 +181,7 @@ class Vimeo7(_VimeoBase):
     def __init__(self, opt: Mapping[str, Any]) -> None:
         super().__init__(opt)
         o = self.opt
+        check_choice(o["phase"], ("train", "val", "test"), "phase", self.NAME)
         if o["border_mode"]:
             raise DataError("Vimeo7: border_mode: true is not supported (the official configs use false)")
         self.train = o["phase"] == "train"
