@@ -1,13 +1,15 @@
 """Loading speed of ``Vimeo7`` on the demo set: LMDB and folder backends, 0 and 2 DataLoader workers.
 
-    python benchmarks/bench_data.py [--root datasets/vimeo_demo] [--samples 400] [--lq-size 32] [--json out.json]
+    python benchmarks/bench_data.py [--root datasets/vimeo_demo] [--samples 400] [--threads N] [--json out.json]
 
 Builds the demo set first if ``--root`` has none (``stvsr.data.demo.ensure_demo_data``, a few seconds).
 Each configuration reads ``--samples`` training samples (random clip, crop, flips, reversal; LR
 ``lq-size`` squared, GT 4x that) through a ``DataLoader`` with batch 16, after one warm-up batch (worker
 start-up is not counted), and reports samples per second. Target: the LMDB backend keeps up with a training
 step, at least 50 samples/s in one process for 32x32 LR crops. A benchmark, not a test: the figures depend
-on the machine and on what else runs on it (the load average is printed with them).
+on the machine and on what else runs on it (the load average is printed with them): on a busy 2-core
+machine the batching of ``workers 0`` (``torch.stack`` on torch's intra-op threads) can cost far more than
+reading the samples; ``--threads 1`` shows that.
 """
 
 from __future__ import annotations
@@ -72,16 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=400, help="samples timed per configuration")
     p.add_argument("--lq-size", type=int, default=32, help="LR crop size (GT is 4x)")
     p.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts")
+    p.add_argument("--threads", type=int, help="torch intra-op threads of the main process (default: torch's)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     random.seed(0)
     torch.manual_seed(0)
     root = ensure_demo_data(args.root)
     rows = []
     for backend in ("lmdb", "img"):
         ds = dataset(root, backend, args.lq_size)
-        for workers in (int(w) for w in args.workers.split(",")):
-            rate = samples_per_second(ds, workers, args.samples)
+        rates = {}
+        for workers in args.workers.split(","):
+            rates[workers] = samples_per_second(ds, int(workers), args.samples)
+        for workers, rate in rates.items():
             rows.append(
                 {
                     "backend": backend,
@@ -95,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "load_avg_1min": round(load, 2),
         "lq_size": args.lq_size,
         "gt_size": 4 * args.lq_size,
@@ -103,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"Vimeo7 on the demo set ({root}), LR {args.lq_size}x{args.lq_size} / GT {4 * args.lq_size}x"
-        f"{4 * args.lq_size}, batch {BATCH}; {env['cpus']} CPUs, load average {env['load_avg_1min']}"
+        f"{4 * args.lq_size}, batch {BATCH}; {env['cpus']} CPUs, {env['torch_threads']} torch threads, "
+        f"load average {env['load_avg_1min']}"
     )
     print(f"{'backend':<8} {'workers':>7} {'samples/s':>10} {'ms/sample':>10}")
     for r in rows:
