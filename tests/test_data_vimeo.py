@@ -246,3 +246,10 @@ def test_vimeo_test_reports_missing_clips_and_runs_the_present_ones(caplog: pyte
     np.testing.assert_array_equal(gts[6], read_image(sequences / "00002" / "0007" / "im7.png"))
     for k, g in enumerate([0, 2, 4, 6]):  # LR made on the fly with BI from GT frames 1, 3, 5, 7
         np.testing.assert_array_equal(to_uint8(s["LQs"])[k], bi_downscale(gts[g], 4))
+
+
+def test_clip_with_a_missing_frame_is_reported_up_front(tmp_path: Path) -> None:
+    gt, lr = make_vimeo_tree(tmp_path, ["00001/0001", "00001/0002"], height=32, width=32)
+    (lr / "00001" / "0002" / "im5.png").unlink()
+    with pytest.raises(DataError, match=r"1 of 2 listed clips are missing .*\(00001/0002\)"):
+        Vimeo7(options(gt, lr))

@@ -40,7 +40,8 @@ class FolderFrames:
         return self.root / clip / self.pattern.format(n)
 
     def has_clip(self, clip: str, frames: range) -> bool:
-        return (self.root / clip).is_dir()
+        """Every frame file is there (checked up front, so that a run never stops on a missing frame)."""
+        return all(self.path(clip, n).is_file() for n in frames)
 
     def read(self, clip: str, n: int) -> np.ndarray:
         return read_image(self.path(clip, n))

@@ -105,7 +105,7 @@ def _check_shapes(key: str, scale: int, lqs: list[np.ndarray], gts: list[np.ndar
         )
 
 
-COMMON_SCHEMA: ClassVar[dict[str, Any]] = {
+COMMON_SCHEMA: dict[str, Any] = {
     "mode": None,
     "dataroot_GT": REQUIRED,
     "dataroot_LQ": None,
