@@ -92,6 +92,9 @@ def test_missing_lr_clip_root_and_unreadable_frame(clips: Path) -> None:
         VideoFolder({"dataroot_GT": str(clips / "gt"), "dataroot_LQ": str(clips / "lr")})
     with pytest.raises(DataError, match=r"dataroot_LQ .*nowhere does not exist"):
         VideoFolder({"dataroot_GT": str(clips / "gt"), "dataroot_LQ": str(clips / "nowhere")})
+    (clips / "gt" / "d").mkdir()
+    with pytest.raises(DataError, match=r"clip 'd': no image in"):
+        VideoFolder({"dataroot_GT": str(clips / "gt"), "clips": ["d"]})
     (clips / "gt" / "c" / "1.png").write_bytes(b"\x89PNG broken")
     ds = VideoFolder({"dataroot_GT": str(clips / "gt"), "clips": ["c"]})
     with pytest.raises(DataError, match=r"c/1\.png cannot be decoded"):

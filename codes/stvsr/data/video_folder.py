@@ -92,6 +92,8 @@ class Clip:
 
 def _build_clip(name: str, gt_root: Path, lq_root: Path | None, scale: int, degradation: str) -> Clip:
     gt_paths = list_images(gt_root / name)
+    if not gt_paths:
+        raise DataError(f"clip '{name}': no image in {gt_root / name}: check the clips option or the folder")
     if lq_root is None:
         return Clip(name, gt_paths, None, scale, degradation)
     lq_dir = lq_root / name
