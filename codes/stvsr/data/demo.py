@@ -16,8 +16,8 @@ Each clip is a 7-frame camera path over one photograph (pan, zoom and rotation a
 second photograph's disc, or the scikit-image logo, moving and turning over it: camera and object motion
 with occlusion, as in real video. The photograph is resampled at or above its resolution (no aliasing).
 Everything is drawn from ``numpy.random.default_rng(seed)`` and rendered by deterministic OpenCV calls, so
-a seed gives the same PNG files on every machine with the same OpenCV. The set is built in a temporary
-folder and renamed into place when complete.
+a seed gives the same PNG files on every machine with the same OpenCV and scikit-image. The set is built in a
+temporary folder and renamed into place when complete.
 """
 
 from __future__ import annotations
