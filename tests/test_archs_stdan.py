@@ -84,7 +84,13 @@ def test_window_attention_equals_the_textbook_formula():
     bias = attn.relative_position_bias_table[attn.relative_position_index.view(-1)].view(n, n, 6).permute(2, 0, 1)
     logits = (logits + bias).view(2, 4, 6, n, n) + mask.unsqueeze(1)
     ref = attn.proj((logits.view(bw, 6, n, n).softmax(-1) @ v).transpose(1, 2).reshape(bw, n, c))
-    torch.testing.assert_close(attn(x, mask), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attn(x, mask), ref, rtol=1e-5, atol=1e-6)  # training path (plain formula)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, mask), ref, rtol=1e-5, atol=1e-6)  # inference path (fused attention)
+        unshifted = attn.proj(
+            (((q * 4**-0.5) @ k.transpose(-2, -1) + bias).softmax(-1) @ v).transpose(1, 2).reshape(bw, n, c)
+        )
+        torch.testing.assert_close(attn(x), unshifted, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [(8, 16), (32, 32)])  # 32x32 uses the stored attn_mask, others recompute it

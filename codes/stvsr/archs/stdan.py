@@ -72,28 +72,51 @@ class Deformable_attention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p, c, h, w = q.shape
         feat = lrelu(self.offset_conv2(lrelu(self.offset_conv1(torch.cat((q, k), dim=1)))))
+        offset, mask = self.dcn_attention.offset_and_mask(feat)  # one set for K and V (as the official)
         dsp = self.dcn_attention
-        offset, mask = dsp.offset_and_mask(feat)  # computed once, used for K and V (as the official)
-        samples = deform_sample(
-            torch.cat((k, v), dim=0),
-            offset.repeat(2, 1, 1, 1),
-            mask.repeat(2, 1, 1, 1),
-            dsp.kernel_size,
-            dsp.stride,
-            dsp.padding,
-            dsp.dilation,
-            dsp.deformable_groups,
-        )  # (2P, C, K, H*W)
-        ks, vs = samples[:p], samples[p:]
+        ks = deform_sample(k, offset, mask, dsp.kernel_size, dsp.stride, dsp.padding, dsp.dilation,
+                           dsp.deformable_groups)  # (P, C, K, HW)  # fmt: skip
         qf = q.reshape(p, c, 1, h * w)
         relevance = (ks * qf).sum(dim=1)  # (P, K, HW), no 1/sqrt(C)
         top, idx = torch.topk(relevance, self.topk, dim=1)  # (P, topk, HW)
         attn = torch.softmax(top, dim=1).unsqueeze(1)  # (P, 1, topk, HW)
-        idx = idx.unsqueeze(1).expand(p, c, self.topk, h * w)
-        k_hat = (torch.gather(ks, 2, idx) * attn).sum(dim=2)  # (P, C, HW)
-        v_hat = (torch.gather(vs, 2, idx) * attn).sum(dim=2)
+        k_hat = (torch.gather(ks, 2, idx.unsqueeze(1).expand(p, c, self.topk, h * w)) * attn).sum(dim=2)
         weight = (qf.squeeze(2) * k_hat).sum(dim=1)  # (P, HW)
+        v_hat = (self._sample_taps(v, offset, mask, idx) * attn).sum(dim=2)  # (P, C, HW)
         return weight, v_hat
+
+    def _sample_taps(
+        self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor
+    ) -> torch.Tensor:
+        """The deformable samples of ``x`` at the selected taps only: (P, C, topk, HW).
+
+        Equal to gathering the taps ``idx`` (P, topk, HW) from the full (P, C, K, HW) samples, without
+        sampling the K - topk taps that are thrown away: each selected tap becomes a 1x1 deformable sample
+        whose offset is the tap's base displacement plus its learned offset.
+        """
+        dsp = self.dcn_attention
+        p, c, h, w = x.shape
+        g, (kh, kw), topk = dsp.deformable_groups, dsp.kernel_size, idx.shape[1]
+        sel = idx.view(p, topk, 1, 1, 1, h, w)
+        off = offset.view(p, 1, g, kh * kw, 2, h, w).expand(p, topk, g, kh * kw, 2, h, w)
+        off = torch.gather(off, 3, sel.expand(p, topk, g, 1, 2, h, w)).squeeze(3)  # P, topk, G, 2, H, W
+        m = mask.view(p, 1, g, kh * kw, h, w).expand(p, topk, g, kh * kw, h, w)
+        m = torch.gather(m, 3, sel.view(p, topk, 1, 1, h, w).expand(p, topk, g, 1, h, w)).squeeze(3)  # P, topk, G, H, W
+        tap = sel.view(p, topk, 1, h, w).to(offset.dtype)
+        base_y = torch.div(tap, kw, rounding_mode="floor") * dsp.dilation[0] - dsp.padding[0]
+        base_x = torch.remainder(tap, kw) * dsp.dilation[1] - dsp.padding[1]
+        off = off + torch.stack((base_y, base_x), dim=3)  # (dy, dx) interleaved per group, as the DCN layout
+        samples = deform_sample(
+            x.unsqueeze(1).expand(p, topk, c, h, w).reshape(p * topk, c, h, w),
+            off.reshape(p * topk, 2 * g, h, w),
+            m.reshape(p * topk, g, h, w),
+            1,
+            dsp.stride,
+            0,
+            1,
+            g,
+        )  # (P*topk, C, 1, HW)
+        return samples.view(p, topk, c, h * w).transpose(1, 2)
 
 
 class STDFA(nn.Module):

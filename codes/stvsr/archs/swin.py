@@ -98,11 +98,21 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.unbind(0)  # each (B*nW, heads, N, d)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, -1).permute(2, 0, 1)  # heads, N, N
+        nw = 1
         if mask is not None:
             nw = mask.shape[0]
-            bias = bias.unsqueeze(0) + mask.unsqueeze(1)  # nW, heads, N, N
-            q, k, v = (t.view(bw // nw, nw, self.num_heads, n, -1) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+            bias = bias.unsqueeze(0) + mask.to(bias.dtype).unsqueeze(1)  # nW, heads, N, N
+        bias = bias.reshape(1, nw * self.num_heads, n, n).to(q.dtype)
+        # softmax(q k^T * scale + bias + mask) v, with the windows of one image folded into the head dimension
+        # so that bias and mask broadcast over the batch. Fused attention is much faster for inference; for
+        # training on CPU its backward is slower than (and, under CPU contention, far more erratic than) the
+        # plain formula, which computes the same thing.
+        q, k, v = (t.reshape(bw // nw, nw * self.num_heads, n, -1) for t in (q, k, v))
+        if x.device.type == "cpu" and torch.is_grad_enabled():
+            attn = torch.softmax(torch.matmul(q * self.scale, k.transpose(-2, -1)) + bias, dim=-1)
+            out = torch.matmul(attn, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         return self.proj(out.reshape(bw, self.num_heads, n, -1).transpose(1, 2).reshape(bw, n, c))
 
 
