@@ -18,6 +18,16 @@ OFFICIAL = {"which_model_G": "STTrans2", "nf": 64, "nframes": 7, "embed_dim": 72
 TINY = {"which_model_G": "stdan", "nf": 8, "nframes": 7, "embed_dim": 24, "extraction_depths": [2], "recon_depths": [2]}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny shapes gain nothing from a second thread, and on a busy 2-core machine two OpenMP threads make these
+    tests 10-20x slower (measured: 163 s instead of 7 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def read_keys(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
     rows = []
     for line in path.read_text().splitlines():
