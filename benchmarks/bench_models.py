@@ -1,0 +1,221 @@
+"""Speed and peak memory of the full models (official settings), per DCN backend.
+
+    python benchmarks/bench_models.py [--models zsm stdan] [--backends ext torch] [--cases train fwd vid4]
+                                      [--repeats 3] [--threads N] [--device cpu|cuda] [--json out.json]
+
+Cases (the official sizes):
+  train  one training step at B=2, 4x3x32x32 LR (-> 7x3x128x128): forward, Charbonnier (sum) loss,
+         backward, Adam step; the forward alone is timed too (``fwd`` column, grad enabled)
+  fwd    inference forward (eval, no grad) at the training shape
+  vid4   inference forward at 1x4x3x144x180 (one Vid4 window); zero-padded bottom/right to the model's
+         size_divisor first, as the evaluator does (STDAN: 144x184)
+
+Every (model, backend, case) runs in its own subprocess with ``STVSR_DCN_BACKEND`` set, so that the peak
+memory is that configuration's alone: on CPU the peak resident set size (VmHWM of /proc/self/status), with
+the RSS after building the model given too (the difference is what the computation added); on CUDA
+``torch.cuda.max_memory_allocated``. Times are medians over ``--repeats`` after one warm-up (oneDNN
+primitive creation and the extension's first use are excluded). The load average before and after each
+configuration is recorded: other processes on the machine distort the figures (with two OpenMP threads on a
+2-core machine that another process keeps busy, 3-10x; ``--threads 1`` is then the steadier measure).
+
+A benchmark, not a test: the figures depend on the machine. Reference (specs / issue): the official ZSM code
+with a grid_sample-based DCN takes 7.4-10.7 s per training step at B=2, 4x3x32x32 on the project's 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+OFFICIAL = {
+    "zsm": {"which_model_G": "LunaTokis", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
+    "stdan": {"which_model_G": "STTrans2", "nf": 64, "nframes": 7, "embed_dim": 72},
+}
+CASES = {"train": (2, 4, 32, 32), "fwd": (2, 4, 32, 32), "vid4": (1, 4, 144, 180)}
+OFFICIAL_ZSM_STEP_S = (7.4, 10.7)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def worker(model_name: str, case: str, repeats: int, device_name: str, threads: int | None) -> dict:
+    """One configuration, in this (fresh) process; returns the measurements."""
+    import torch
+    import torch.nn.functional as F
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    from stvsr.archs import build_arch
+    from stvsr.ops.backends import resolve
+
+    device = torch.device(device_name)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    model = build_arch(OFFICIAL[model_name]).to(device)
+    b, n, h, w = CASES[case]
+    d = model.size_divisor
+    ph, pw = -(-h // d) * d, -(-w // d) * d
+    x = torch.rand(b, n, 3, h, w, device=device)
+    x = F.pad(x.view(b * n, 3, h, w), (0, pw - w, 0, ph - h)).view(b, n, 3, ph, pw)
+    record = {
+        "model": model_name,
+        "case": case,
+        "backend": resolve(device),
+        "device": device_name,
+        "input": f"{b}x{n}x3x{ph}x{pw}",
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        record["rss_model_mib"] = _status_kib("VmRSS") / 1024
+    fwd_times, step_times = [], []
+    if case == "train":
+        model.train()
+        gt = torch.rand(b, 2 * n - 1, 3, 4 * ph, 4 * pw, device=device)
+        opt = torch.optim.Adam(model.parameters(), lr=4e-4, betas=(0.9, 0.99))
+        for i in range(repeats + 1):
+            sync()
+            start = time.perf_counter()
+            out = model(x)
+            sync()
+            mid = time.perf_counter()
+            loss = torch.sqrt((out - gt) ** 2 + 1e-6).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sync()
+            end = time.perf_counter()
+            del out, loss
+            if i:  # the first iteration is the warm-up
+                fwd_times.append(mid - start)
+                step_times.append(end - start)
+    else:
+        model.eval()
+        with torch.no_grad():
+            for i in range(repeats + 1):
+                sync()
+                start = time.perf_counter()
+                out = model(x)[..., : 4 * h, : 4 * w]
+                sync()
+                if i:
+                    fwd_times.append(time.perf_counter() - start)
+                del out
+    record["fwd_s"] = statistics.median(fwd_times)
+    record["fwd_all_s"] = fwd_times
+    if step_times:
+        record["step_s"] = statistics.median(step_times)
+        record["step_all_s"] = step_times
+    if device.type == "cuda":
+        record["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        record["peak_mib"] = _status_kib("VmHWM") / 1024
+    return record
+
+
+def run_one(model: str, case: str, backend: str, args: argparse.Namespace) -> dict:
+    env = dict(os.environ, STVSR_DCN_BACKEND=backend)
+    cmd = [sys.executable, __file__, "--worker", model, case, "--repeats", str(args.repeats), "--device", args.device]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": model, "case": case, "backend": backend, "error": f"timeout after {args.timeout} s"}
+    record: dict = {"model": model, "case": case, "backend": backend}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        record["error"] = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+    else:
+        record = json.loads(lines[-1])
+        if record["backend"] != backend:
+            record["error"] = f"asked for backend {backend}, ran {record['backend']}"
+    record["load_before"], record["load_after"] = load_before, os.getloadavg()[0]
+    record["wall_s"] = time.perf_counter() - started
+    return record
+
+
+def table(records: list[dict]) -> str:
+    head = ("model", "backend", "case", "input", "threads", "fwd s", "fwd+bwd+step s", "peak MiB", "model MiB", "load")
+    rows = [head]
+    for r in records:
+        if "error" in r:
+            rows.append((r["model"], r["backend"], r["case"], "-", "", "error: " + r["error"][:60], "", "", "", ""))
+            continue
+        rows.append(
+            (
+                r["model"],
+                r["backend"],
+                r["case"],
+                r["input"],
+                str(r["threads"]),
+                f"{r['fwd_s']:.2f}",
+                f"{r['step_s']:.2f}" if "step_s" in r else "-",
+                f"{r['peak_mib']:.0f}",
+                f"{r['rss_model_mib']:.0f}" if "rss_model_mib" in r else "-",
+                f"{r['load_before']:.1f}/{r['load_after']:.1f}",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * wd for wd in widths))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(OFFICIAL), choices=list(OFFICIAL))
+    parser.add_argument("--backends", nargs="+", default=["ext", "torch"], choices=["ext", "torch", "torchvision"])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=3, help="timed iterations after one warm-up")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
+    parser.add_argument("--json", help="write the records here")
+    parser.add_argument("--worker", nargs=2, metavar=("MODEL", "CASE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.repeats, args.device, args.threads)), flush=True)
+        return
+    records = []
+    for model in args.models:
+        for backend in args.backends:
+            for case in args.cases:
+                record = run_one(model, case, backend, args)
+                records.append(record)
+                print(f"{model} {backend} {case}: " + (record.get("error") or f"{record['wall_s']:.0f} s"), flush=True)
+    print()
+    print(table(records))
+    steps = [r["step_s"] for r in records if r.get("model") == "zsm" and "step_s" in r and r["backend"] == "ext"]
+    if steps:
+        lo, hi = OFFICIAL_ZSM_STEP_S
+        print(f"\nZSM training step (ext): {steps[0]:.2f} s; the official code takes {lo}-{hi} s on the project's CPU "
+              f"-> {lo / steps[0]:.1f}-{hi / steps[0]:.1f}x faster (if this is that machine)")  # fmt: skip
+    if args.json:
+        meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+        try:
+            import torch
+
+            meta["torch"] = torch.__version__
+        except ImportError:
+            pass
+        with open(args.json, "w") as handle:
+            json.dump({"meta": meta, "records": records}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
