@@ -246,3 +246,19 @@ def test_build_arch_keys():
         build_arch({**TINY, "embed_dim": 20})
     model = build_arch(OFFICIAL | {"extraction_depths": [1], "recon_depths": [1]})
     assert len(model.feature_recon.layers) == 1
+
+
+def test_use_checkpoint_gives_the_same_output_and_gradients():
+    """Recomputing the Swin blocks in backward (stochastic depth included) changes nothing but memory."""
+    x = torch.rand(1, 2, 3, 8, 8)
+    results = []
+    for flag in (False, True):
+        model = tiny(seed=7, use_checkpoint=flag).train()
+        torch.manual_seed(11)
+        y = model(x)
+        y.square().sum().backward()
+        results.append((y.detach(), [p.grad for p in model.parameters()]))
+    (y0, g0), (y1, g1) = results
+    assert torch.equal(y0, y1)
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -180,7 +180,8 @@ class STTrans2(nn.Module):
 
     Keyword-only extensions (not in the official code; the defaults are the official model), for small
     test and ablation models: ``extraction_depths`` (6, 6), ``recon_depths`` (6,)*6, ``num_heads`` 6,
-    ``drop_path_rate`` 0.1.
+    ``drop_path_rate`` 0.1; and ``use_checkpoint`` (False; the official Swin option, not exposed by the
+    official STTrans2): recompute the Swin blocks in the backward pass, for much less training memory.
     """
 
     size_divisor = 8
@@ -199,6 +200,7 @@ class STTrans2(nn.Module):
         "recon_depths": "recon_depths",
         "num_heads": "num_heads",
         "drop_path_rate": "drop_path_rate",
+        "use_checkpoint": "use_checkpoint",
     }
     config_required: ClassVar[tuple[str, ...]] = ("nf", "nframes", "embed_dim")
     config_ignored: ClassVar[tuple[str, ...]] = ("HR_in",)
@@ -218,6 +220,7 @@ class STTrans2(nn.Module):
         recon_depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
         num_heads: int = 6,
         drop_path_rate: float = 0.1,
+        use_checkpoint: bool = False,
     ) -> None:
         super().__init__()
         if nf % groups:
@@ -226,7 +229,7 @@ class STTrans2(nn.Module):
             raise ValueError(f"STTrans2: embed_dim={embed_dim} must be divisible by num_heads={num_heads} and by 8")
         self.nf, self.in_frames, self.ot_frames = nf, n_inputs, n_outputs
         swin = {"embed_dim": embed_dim, "num_heads": num_heads, "window_size": 8, "mlp_ratio": 2.0,
-                    "drop_path_rate": drop_path_rate}  # fmt: skip
+                "drop_path_rate": drop_path_rate, "use_checkpoint": use_checkpoint}  # fmt: skip
         self.conv_first = nn.Conv2d(3, nf, 3, 1, 1, bias=True)
         add_pyramid_convs(self, nf)
         self.pcd_align_modified = PCD_Align_modified(nf=nf, groups=groups)

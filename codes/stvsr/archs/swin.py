@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -178,8 +179,10 @@ class BasicLayer(nn.Module):
         window_size: int,
         mlp_ratio: float,
         drop_path: Sequence[float],
+        use_checkpoint: bool = False,
     ) -> None:
         super().__init__()
+        self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList(
             SwinTransformerBlock(
                 dim,
@@ -195,7 +198,10 @@ class BasicLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, x_size)
+            if self.use_checkpoint and torch.is_grad_enabled():  # recompute in backward (same random numbers)
+                x = checkpoint(block, x, x_size, use_reentrant=False)
+            else:
+                x = block(x, x_size)
         return x
 
 
@@ -231,6 +237,8 @@ class SwinBody(nn.Module):
     (B, in_chans, H, W) -> (B, in_chans, H, W); H and W must be multiples of ``window_size``. The shifted
     blocks' ``attn_mask`` buffers are precomputed for ``img_size`` x ``img_size`` and recomputed for other
     sizes. Stochastic depth: linspace(0, drop_path_rate, total blocks), active in training.
+    ``use_checkpoint`` (official option, off by default) recomputes each block in the backward pass instead
+    of storing its activations: much less training memory for about a third more time.
     """
 
     def __init__(
@@ -243,6 +251,7 @@ class SwinBody(nn.Module):
         mlp_ratio: float = 2.0,
         img_size: int = 32,
         drop_path_rate: float = 0.1,
+        use_checkpoint: bool = False,
     ) -> None:
         super().__init__()
         heads = [num_heads] * len(depths) if isinstance(num_heads, int) else list(num_heads)
@@ -262,6 +271,7 @@ class SwinBody(nn.Module):
                     window_size=window_size,
                     mlp_ratio=mlp_ratio,
                     drop_path=dpr[start : start + depth],
+                    use_checkpoint=use_checkpoint,
                 )
             )
         self.norm = nn.LayerNorm(embed_dim)
