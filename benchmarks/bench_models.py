@@ -15,7 +15,8 @@ memory is that configuration's alone: on CPU the peak resident set size (VmHWM o
 the RSS after building the model given too (the difference is what the computation added); on CUDA
 ``torch.cuda.max_memory_allocated``. Times are medians over ``--repeats`` after one warm-up (oneDNN
 primitive creation and the extension's first use are excluded). The load average before and after each
-configuration is recorded: other processes on the machine distort the figures (with two OpenMP threads on a
+configuration is recorded (it counts the benchmark's own threads: about 2 with 2 threads means otherwise
+idle): other processes on the machine distort the figures (with two OpenMP threads on a
 2-core machine that another process keeps busy, 3-10x; ``--threads 1`` is then the steadier measure).
 
 A benchmark, not a test: the figures depend on the machine. Reference (specs / issue): the official ZSM code
