@@ -290,3 +290,26 @@ def test_import_has_no_side_effects():
         "from stvsr.ops import ext; assert not ext.state().tried, 'the DCN extension was loaded at import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+SHARED_EXAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "test_example" / "0625"
+
+
+@pytest.mark.skipif(not SHARED_EXAMPLE.is_dir(), reason=f"real test data not found at {SHARED_EXAMPLE}")
+@pytest.mark.parametrize("arch", ["zsm", "stdan"])
+def test_real_lr_clip(arch: str):
+    """The official demo clip (Vimeo 0625, LR 112x64, inputs im1, im3, im5, im7) through both (tiny) models."""
+    import cv2
+    import numpy as np
+
+    frames = [cv2.imread(str(SHARED_EXAMPLE / f"im{i}.png"), cv2.IMREAD_COLOR)[..., ::-1] for i in (1, 3, 5, 7)]
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(frames))).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+    assert x.shape == (1, 4, 3, 64, 112)
+    options = TINY if arch == "zsm" else {"which_model_G": "stdan", "nf": 8, "nframes": 7, "embed_dim": 24,
+                                          "extraction_depths": [1], "recon_depths": [1]}  # fmt: skip
+    torch.manual_seed(0)
+    model = build_arch(options).eval()
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (1, 7, 3, 256, 448)
+    assert torch.isfinite(y).all()
