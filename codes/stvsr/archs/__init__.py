@@ -22,11 +22,13 @@ from torch import nn
 
 from stvsr.registry import ARCHS
 
-from . import stdan, zsm  # noqa: F401 - registers LunaTokis (zsm) and STTrans2 (stdan)
+from . import stdan, zsm  # registers LunaTokis (zsm) and STTrans2 (stdan)
+from .stdan import STTrans2
+from .zsm import LunaTokis
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ARCHS", "build_arch", "count_parameters"]
+__all__ = ["ARCHS", "LunaTokis", "STTrans2", "build_arch", "count_parameters", "stdan", "zsm"]
 
 
 def _nearest(name: str, candidates: Sequence[str]) -> str:
