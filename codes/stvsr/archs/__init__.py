@@ -22,7 +22,7 @@ from torch import nn
 
 from stvsr.registry import ARCHS
 
-from . import stdan, zsm  # registers LunaTokis (zsm) and STTrans2 (stdan)
+from . import bicubic, stdan, zsm  # noqa: F401  registers bicubic, LunaTokis (zsm) and STTrans2 (stdan)
 from .stdan import STTrans2
 from .zsm import LunaTokis
 
