@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from spec_keys import key_list, read_keys
 from stvsr.archs import ARCHS, build_arch, count_parameters
 from stvsr.archs.stdan import STTrans2
 from stvsr.archs.swin import SwinTransformerBlock, WindowAttention, relative_position_index, shifted_window_mask
 
-KEYS = Path(__file__).parent / "data" / "keys" / "stdan.txt"  # copy of specs/keys/stdan.txt
 OFFICIAL = {"which_model_G": "STTrans2", "nf": 64, "nframes": 7, "embed_dim": 72, "HR_in": False}
 # tiny: nf divisible by 8 (deformable groups), embed_dim by 8 and by the 6 heads
 TINY = {"which_model_G": "stdan", "nf": 8, "nframes": 7, "embed_dim": 24, "extraction_depths": [2], "recon_depths": [2]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes gain nothing from a second thread, and on a busy 2-core machine two OpenMP threads make these
-    tests 10-20x slower (measured: 163 s instead of 7 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def read_keys(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, shape, kind = line.split()
-            rows.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s), kind))
-    return rows
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def tiny(seed: int = 0, **overrides) -> STTrans2:
@@ -46,8 +28,8 @@ def test_official_settings_keys_shapes_buffers_and_count():
     model = build_arch(OFFICIAL)
     assert isinstance(model, STTrans2) and ARCHS.get("stdan") is STTrans2
     buffers = dict(model.named_buffers())
-    mine = [(k, tuple(v.shape), "buffer" if k in buffers else "param") for k, v in model.state_dict().items()]
-    expected = read_keys(KEYS)
+    mine = key_list(model)
+    expected = read_keys("stdan")
     missing, extra = sorted(set(expected) - set(mine)), sorted(set(mine) - set(expected))
     assert not missing and not extra, f"missing {missing[:5]}, extra {extra[:5]}"
     assert mine == expected and len(mine) == 914

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from spec_keys import key_list, read_keys
 from stvsr.archs import ARCHS, build_arch, count_parameters
 from stvsr.archs.zsm import LunaTokis
 
-KEYS = Path(__file__).parent / "data" / "keys" / "zsm.txt"  # copy of specs/keys/zsm.txt
 OFFICIAL = {
     "which_model_G": "LunaTokis",
     "nf": 64,
@@ -27,29 +27,7 @@ OFFICIAL = {
 TINY = {"which_model_G": "zsm", "nf": 8, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes gain nothing from a second thread, and on a busy 2-core machine two OpenMP threads make these
-    tests 10-20x slower (measured: 163 s instead of 7 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def read_keys(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
-    """``<key> <shape> <param|buffer>`` lines of a spec key list (header comment skipped)."""
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, shape, kind = line.split()
-            rows.append((key, tuple(int(s) for s in shape.strip("()").split(",") if s), kind))
-    return rows
-
-
-def key_list(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...], str]]:
-    buffers = {name for name, _ in model.named_buffers()}
-    return [(k, tuple(v.shape), "buffer" if k in buffers else "param") for k, v in model.state_dict().items()]
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def tiny(seed: int = 0, **overrides) -> LunaTokis:
@@ -60,7 +38,7 @@ def tiny(seed: int = 0, **overrides) -> LunaTokis:
 def test_official_settings_keys_shapes_and_count():
     model = build_arch(OFFICIAL)
     assert isinstance(model, LunaTokis)
-    expected = read_keys(KEYS)
+    expected = read_keys("zsm")
     mine = key_list(model)
     assert len(mine) == len(expected) == 416
     missing = sorted(set(expected) - set(mine))

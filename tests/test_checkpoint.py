@@ -21,14 +21,7 @@ STDAN_TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes gain nothing from a second thread, and on a busy 2-core machine two OpenMP threads make these
-    tests 10-20x slower (measured: 163 s instead of 7 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def _model(options, seed):

@@ -323,10 +323,11 @@ void add_weight_grad(const at::Tensor& grad_out, const T* cols, const DcnGeometr
   }
 }
 
-template <typename T>
-void forward_impl(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
-                  const at::Tensor& offset, const at::Tensor& mask, const DcnGeometry& geo, at::Tensor& output) {
-  const Contraction contraction(weight, geo);
+// Samples every tile, in parallel, into a per-thread unfolded buffer and hands it to
+// consume(b, r0, rows, cols): the loop shared by the convolution and the sampling op.
+template <typename T, typename Consume>
+void for_each_sampled_tile(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+                           const DcnGeometry& geo, Consume&& consume) {
   const at::Tensor padded = pad_channels_last(input);
   const Tiling tiles(geo, sizeof(T));
   with_group_size(geo.channels_per_group(), [&](auto fixed) {
@@ -337,10 +338,19 @@ void forward_impl(const at::Tensor& input, const at::Tensor& weight, const at::T
         const int64_t b = tiles.sample(t), r0 = tiles.first_row(t), rows = tiles.row_count(t, geo);
         sample_tile<T, decltype(fixed)::value>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(),
                                                b, r0, rows, cols.data(), tap);
-        const at::Tensor image = unfolded_image(cols.data(), geo, rows, input.options());
-        output.narrow(0, b, 1).narrow(2, r0, rows).copy_(contraction.forward(image, bias));
+        consume(b, r0, rows, cols.data());
       }
     });
+  });
+}
+
+template <typename T>
+void forward_impl(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                  const at::Tensor& offset, const at::Tensor& mask, const DcnGeometry& geo, at::Tensor& output) {
+  const Contraction contraction(weight, geo);
+  for_each_sampled_tile<T>(input, offset, mask, geo, [&](int64_t b, int64_t r0, int64_t rows, T* cols) {
+    const at::Tensor image = unfolded_image(cols, geo, rows, input.options());
+    output.narrow(0, b, 1).narrow(2, r0, rows).copy_(contraction.forward(image, bias));
   });
 }
 
@@ -423,28 +433,17 @@ at::Tensor dcn_sample_cpu(const at::Tensor& input, const at::Tensor& offset, con
                           const DcnGeometry& geo) {
   const int64_t C = geo.channels, K = geo.taps(), L = geo.out_size();
   at::Tensor samples = at::empty({geo.batch, C, K, L}, input.options());
-  const at::Tensor padded = pad_channels_last(input);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_sample_cpu", [&] {
     using T = scalar_t;
-    const Tiling tiles(geo, sizeof(T));
     const Unfolded unfolded(geo);
-    with_group_size(geo.channels_per_group(), [&](auto fixed) {
-      at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
-        std::vector<T> cols(tiles.tile_elements(geo));
-        TapTile<T> tap;
-        for (int64_t t = begin; t < end; ++t) {
-          const int64_t b = tiles.sample(t), r0 = tiles.first_row(t), rows = tiles.row_count(t, geo);
-          sample_tile<T, decltype(fixed)::value>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(), mask.data_ptr<T>(),
-                                                 b, r0, rows, cols.data(), tap);
-          for (int64_t c = 0; c < C; ++c) {  // unfolded tile -> (C, K, L)
-            for (int64_t k = 0; k < K; ++k) {
-              T* dst = samples.data_ptr<T>() + ((b * C + c) * K + k) * L + r0 * geo.out_w;
-              for (int64_t r = 0; r < rows; ++r)
-                for (int64_t wo = 0; wo < geo.out_w; ++wo) *dst++ = cols[unfolded.at(geo, r, wo, k) + c];
-            }
-          }
+    for_each_sampled_tile<T>(input, offset, mask, geo, [&](int64_t b, int64_t r0, int64_t rows, const T* cols) {
+      for (int64_t c = 0; c < C; ++c) {  // unfolded tile -> (C, K, L)
+        for (int64_t k = 0; k < K; ++k) {
+          T* dst = samples.data_ptr<T>() + ((b * C + c) * K + k) * L + r0 * geo.out_w;
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t wo = 0; wo < geo.out_w; ++wo) *dst++ = cols[unfolded.at(geo, r, wo, k) + c];
         }
-      });
+      }
     });
   });
   return samples;

@@ -62,24 +62,30 @@ class _OffsetMaskHead(nn.Module):
     def __init__(
         self,
         offset_in_channels: int,
-        kernel_size: tuple[int, int],
-        stride: tuple[int, int],
-        padding: tuple[int, int],
-        dilation: tuple[int, int],
+        kernel_size: IntPair,
+        stride: IntPair,
+        padding: IntPair,
+        dilation: IntPair,
         deformable_groups: int,
-        offset_bound: float | None,
+        offset_bound: float | None = None,
     ) -> None:
         super().__init__()
-        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        kernel_size = _pair(kernel_size)
+        self.kernel_size, self.stride, self.padding, self.dilation = (
+            kernel_size,
+            _pair(stride),
+            _pair(padding),
+            _pair(dilation),
+        )
         self.deformable_groups = deformable_groups
         self.offset_bound = offset_bound
         conv = nn.Conv2d(
             offset_in_channels,
             3 * deformable_groups * kernel_size[0] * kernel_size[1],
             kernel_size,
-            stride,
-            padding,
-            dilation,
+            self.stride,
+            self.padding,
+            self.dilation,
             bias=True,
         )
         nn.init.zeros_(conv.weight)
@@ -110,13 +116,7 @@ class _ModulatedDeformConv(_OffsetMaskHead):
         offset_bound: float | None = None,
     ) -> None:
         super().__init__(
-            offset_in_channels or in_channels,
-            _pair(kernel_size),
-            _pair(stride),
-            _pair(padding),
-            _pair(dilation),
-            deformable_groups,
-            offset_bound,
+            offset_in_channels or in_channels, kernel_size, stride, padding, dilation, deformable_groups, offset_bound
         )
         if in_channels % deformable_groups:
             raise ValueError(f"in_channels={in_channels} is not divisible by deformable_groups={deformable_groups}")
@@ -186,15 +186,7 @@ class DeformableSampling(_OffsetMaskHead):
         deformable_groups: int = 1,
         offset_in_channels: int | None = None,
     ) -> None:
-        super().__init__(
-            offset_in_channels or in_channels,
-            _pair(kernel_size),
-            _pair(stride),
-            _pair(padding),
-            _pair(dilation),
-            deformable_groups,
-            None,
-        )
+        super().__init__(offset_in_channels or in_channels, kernel_size, stride, padding, dilation, deformable_groups)
         self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
