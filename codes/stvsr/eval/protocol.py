@@ -1,0 +1,352 @@
+"""The STVSR test protocol as data (``specs/evaluation.md`` sections 3-6), and what follows from it.
+
+- :class:`Protocol`: every setting that changes a published number (colour, crop_border, window, stride,
+  tail rule, padding, self-ensemble, degradation, scale). Printed at the top of every report and written
+  into the CSV header (:meth:`Protocol.describe`).
+- :func:`plan_windows`: which LR frames each window feeds and which of its outputs are scored.
+  ``tail='all'`` (default) scores every frame once (171 on Vid4, as STDAN, TMNet and RSTT);
+  ``tail='official_zsm'`` reproduces the official Zooming Slow-Mo script (``test_index_generation`` after
+  commit c86c6b9), whose tail window is never added: 160 of 171 Vid4 frames.
+- :func:`pad_frames` / :func:`crop_output`: pad LR frames bottom/right to the model's multiple (zero, as the
+  official scripts, or replicate) and crop the output back.
+- :func:`self_ensemble`: the optional x8 geometric self-ensemble (flips and transposition).
+- :class:`Results`: per-frame metrics -> per-clip means -> mean over clips (the papers' number), plus the
+  pooled mean over all frames; the report text and the per-frame CSV (written atomically).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import io
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "METRICS",
+    "Protocol",
+    "Results",
+    "Window",
+    "atomic_write_text",
+    "crop_output",
+    "pad_frames",
+    "plan_windows",
+    "self_ensemble",
+]
+
+COLORS = ("y", "rgb")
+TAILS = ("all", "official_zsm")
+PAD_MODES = ("zero", "replicate")
+DEGRADATIONS = ("BI", "BD", "folder")
+METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Evaluation settings; the defaults are the full STVSR protocol (Y channel, border 0, 7/6 windows, every
+    frame scored, zero padding to the model's multiple, no self-ensemble, BI x4).
+
+    ``pad_multiple`` None means the model's ``size_divisor`` (STDAN's official script pads to 8 for every
+    model it compared, see ``specs/evaluation.md`` section 5: set 8 to reproduce that). ``degradation`` says
+    where the LR frames come from: 'BI' or 'BD' made from GT by ``stvsr.data.degrade``, or 'folder' (read from
+    ``dataroot_LQ``; then say in ``lr_source`` what made them).
+    """
+
+    color: str = "y"
+    crop_border: int = 0
+    window: int = 7
+    stride: int = 6
+    tail: str = "all"
+    pad_multiple: int | None = None
+    pad_mode: str = "zero"
+    self_ensemble: bool = False
+    degradation: str = "BI"
+    scale: int = 4
+    lr_source: str = ""
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> None:
+            raise ValueError(f"protocol.{key} = {getattr(self, key)!r}: {why}")
+
+        if self.color not in COLORS:
+            bad("color", f"use one of {', '.join(COLORS)}")
+        if self.tail not in TAILS:
+            bad("tail", f"use one of {', '.join(TAILS)}")
+        if self.pad_mode not in PAD_MODES:
+            bad("pad_mode", f"use one of {', '.join(PAD_MODES)}")
+        if self.degradation not in DEGRADATIONS:
+            bad("degradation", f"use one of {', '.join(DEGRADATIONS)}")
+        for key in ("crop_border", "window", "stride", "scale"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                bad(key, "expected a non-negative integer")
+        if self.window < 3 or self.window % 2 == 0:
+            bad("window", "must be odd and >= 3 (the network sees its even frames)")
+        if not 1 <= self.stride <= self.window - 1:
+            bad("stride", f"must be between 1 and window - 1 = {self.window - 1}")
+        if self.scale < 1:
+            bad("scale", "must be >= 1")
+        if self.pad_multiple is not None and (not isinstance(self.pad_multiple, int) or self.pad_multiple < 1):
+            bad("pad_multiple", "expected a positive integer or null (the model's size_divisor)")
+        if not isinstance(self.self_ensemble, bool):
+            bad("self_ensemble", "expected true or false")
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any] | None) -> Protocol:
+        """Build from an options mapping; an unknown key is an error naming the nearest valid one."""
+        options = dict(options or {})
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"protocol.{key}: unknown key.{hint} Valid keys: {', '.join(names)}")
+        degradation = options.get("degradation")
+        if isinstance(degradation, str):
+            options["degradation"] = "folder" if degradation.lower() == "folder" else degradation.upper()
+        return cls(**options)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def resolved_pad(self, size_divisor: int) -> int:
+        return int(self.pad_multiple or size_divisor or 1)
+
+    def describe(self, size_divisor: int | None = None) -> str:
+        """One line: every setting, ``key=value``, with the padding multiple resolved when the model is known."""
+        items = self.as_dict()
+        if items["pad_multiple"] is None and size_divisor is not None:
+            items["pad_multiple"] = f"{self.resolved_pad(size_divisor)} (model size_divisor)"
+        if not items["lr_source"]:
+            del items["lr_source"]
+        return ", ".join(f"{k}={v}" for k, v in items.items())
+
+
+@dataclass(frozen=True)
+class Window:
+    """One network call: HR frames ``start .. start + window - 1``; ``inputs`` are the LR frames it sees
+    (every other one), ``scored`` the (output position, frame index) pairs that are scored from it."""
+
+    start: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    scored: tuple[tuple[int, int], ...] = field(default=())
+
+
+def window_starts(length: int, protocol: Protocol) -> list[int]:
+    """Window starts for a clip of ``length`` frames (see the module docstring for the two tail rules)."""
+    size, stride = protocol.window, protocol.stride
+    if length < size:
+        return []
+    starts = list(range(0, length - size + 1, stride))
+    if protocol.tail == "all" and starts[-1] + size < length:
+        starts.append(length - size)  # may feed odd LR frames; its already-scored frames are skipped
+    return starts
+
+
+def plan_windows(length: int, protocol: Protocol | None = None, name: str = "clip") -> list[Window]:
+    """The windows of a clip of ``length`` frames; each frame is scored at most once (from the first window
+    that covers it). ``official_zsm`` leaves uncovered tail frames unscored."""
+    protocol = protocol or Protocol()
+    if length < protocol.window:
+        raise ValueError(
+            f"clip '{name}' has {length} frames, fewer than the protocol's window of {protocol.window}: "
+            f"remove the clip or set protocol.window to an odd number <= {length}"
+        )
+    seen: set[int] = set()
+    plan = []
+    for start in window_starts(length, protocol):
+        outputs = tuple(range(start, start + protocol.window))
+        scored = tuple((pos, t) for pos, t in enumerate(outputs) if t not in seen)
+        seen.update(outputs)
+        plan.append(Window(start, outputs[::2], outputs, scored))
+    return plan
+
+
+def scored_count(length: int, protocol: Protocol | None = None) -> int:
+    return sum(len(w.scored) for w in plan_windows(length, protocol))
+
+
+def pad_frames(x: torch.Tensor, multiple: int, mode: str = "zero") -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad (..., h, w) bottom/right to multiples of ``multiple``; returns the padded tensor and (h, w)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x, (h, w)
+    if mode == "zero":
+        return F.pad(x, (0, pw, 0, ph)), (h, w)
+    if mode != "replicate":
+        raise ValueError(f"pad mode must be one of {', '.join(PAD_MODES)}, got {mode!r}")
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:])
+    return F.pad(flat, (0, pw, 0, ph), mode="replicate").reshape(*lead, x.shape[-3], h + ph, w + pw), (h, w)
+
+
+def crop_output(y: torch.Tensor, size: tuple[int, int], scale: int) -> torch.Tensor:
+    """Crop a model output (..., H, W) back to ``scale * size``."""
+    return y[..., : scale * size[0], : scale * size[1]]
+
+
+def run_padded(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, protocol: Protocol, divisor: int):
+    """Pad the LR window (B, N, 3, h, w), run the model, crop the output to (B, 2N-1, 3, s*h, s*w)."""
+    multiple = protocol.resolved_pad(divisor)
+    if multiple % max(divisor, 1):
+        raise ValueError(f"protocol.pad_multiple {multiple} is not a multiple of the model's size_divisor {divisor}")
+    padded, size = pad_frames(x, multiple, protocol.pad_mode)
+    return crop_output(model(padded), size, protocol.scale)
+
+
+_TRANSFORMS = [(False, False, False), (True, False, False), (False, True, False), (True, True, False)]
+_TRANSFORMS += [(h, v, True) for h, v, _ in _TRANSFORMS]
+
+
+def _apply(x: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
+    if hflip:
+        x = x.flip(-1)
+    if vflip:
+        x = x.flip(-2)
+    return x.transpose(-1, -2) if transpose else x
+
+
+def _invert(y: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
+    if transpose:
+        y = y.transpose(-1, -2)
+    if vflip:
+        y = y.flip(-2)
+    return y.flip(-1) if hflip else y
+
+
+def self_ensemble(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """x8 geometric self-ensemble: mean of the outputs for the 8 flips/transpositions of the input, each
+    mapped back (each orientation is padded on its own by ``run``)."""
+    total = None
+    for t in _TRANSFORMS:
+        y = _invert(run(_apply(x, *t)), *t)
+        total = y if total is None else total + y
+    return total / len(_TRANSFORMS)
+
+
+@dataclass
+class FrameResult:
+    clip: str
+    index: int
+    name: str
+    window_start: int
+    values: dict[str, float]
+
+
+class Results:
+    """Per-frame metrics and their averages: per clip, then the mean over clips (papers), and pooled."""
+
+    def __init__(self, protocol: Protocol, model: str = "", size_divisor: int | None = None) -> None:
+        self.protocol = protocol
+        self.model = model
+        self.size_divisor = size_divisor
+        self.frames: list[FrameResult] = []
+        self.clip_lengths: dict[str, int] = {}
+
+    def add(self, clip: str, index: int, name: str, window_start: int, values: Mapping[str, float]) -> None:
+        self.frames.append(FrameResult(clip, index, name, window_start, dict(values)))
+
+    def clips(self) -> list[str]:
+        return list(dict.fromkeys(f.clip for f in self.frames))
+
+    def clip_mean(self, clip: str) -> dict[str, float]:
+        rows = [f.values for f in self.frames if f.clip == clip]
+        return {k: _mean(r[k] for r in rows) for k in METRICS}
+
+    def overall(self) -> dict[str, float]:
+        """Mean over clips of the clip means (the published number)."""
+        means = [self.clip_mean(c) for c in self.clips()]
+        return {k: _mean(m[k] for m in means) for k in METRICS}
+
+    def pooled(self) -> dict[str, float]:
+        """Mean over all scored frames (reported too; not what the papers average)."""
+        return {k: _mean(f.values[k] for f in self.frames) for k in METRICS}
+
+    def header_lines(self) -> list[str]:
+        lines = [f"protocol: {self.protocol.describe(self.size_divisor)}"]
+        if self.model:
+            lines.insert(0, f"model: {self.model}")
+        return lines
+
+    def report(self) -> str:
+        """The protocol, the per-clip table, the overall and pooled lines."""
+        primary = self.protocol.color
+        out = [*self.header_lines(), ""]
+        head = f"{'clip':<16} {'scored':>9} {'PSNR-Y':>9} {'SSIM-Y':>8} {'PSNR-RGB':>9} {'SSIM-RGB':>9}"
+        out.append(head)
+        out.append("-" * len(head))
+        total = 0
+        for clip in self.clips():
+            m = self.clip_mean(clip)
+            n = sum(1 for f in self.frames if f.clip == clip)
+            total += n
+            of = self.clip_lengths.get(clip)
+            count = f"{n}/{of}" if of else str(n)
+            out.append(f"{clip:<16} {count:>9} {_row(m)}")
+        out.append("-" * len(head))
+        of_total = sum(self.clip_lengths.values()) if self.clip_lengths else None
+        count = f"{total}/{of_total}" if of_total else str(total)
+        out.append(f"{'mean of clips':<16} {count:>9} {_row(self.overall())}")
+        out.append(f"{'mean of frames':<16} {count:>9} {_row(self.pooled())}")
+        o = self.overall()
+        out.append(
+            f"overall ({primary.upper()}): PSNR {o['psnr_' + primary]:.4f} dB  SSIM {o['ssim_' + primary]:.4f} "
+            f"(mean over {len(self.clips())} clips of the per-clip means; {total} frames scored)"
+        )
+        return "\n".join(out)
+
+    def csv_text(self) -> str:
+        buf = io.StringIO()
+        for line in self.header_lines():
+            buf.write(f"# {line}\n")
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["clip", "frame", "name", "window_start", *METRICS])
+        for f in self.frames:
+            writer.writerow([f.clip, f.index, f.name, f.window_start, *(_fmt(f.values[k]) for k in METRICS)])
+        for clip in self.clips():
+            writer.writerow([clip, "mean", "", "", *(_fmt(v) for v in self.clip_mean(clip).values())])
+        writer.writerow(["ALL", "mean_of_clips", "", "", *(_fmt(v) for v in self.overall().values())])
+        writer.writerow(["ALL", "mean_of_frames", "", "", *(_fmt(v) for v in self.pooled().values())])
+        return buf.getvalue()
+
+    def write_csv(self, path: str | Path) -> Path:
+        return atomic_write_text(path, self.csv_text())
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return math.fsum(values) / len(values) if values else float("nan")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6f}"
+
+
+def _row(m: Mapping[str, float]) -> str:
+    return f"{m['psnr_y']:>9.4f} {m['ssim_y']:>8.4f} {m['psnr_rgb']:>9.4f} {m['ssim_rgb']:>9.4f}"
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file next to ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,147 @@
+"""stvsr.eval.protocol: window plans (Vid4 counts for both tail rules), padding, averaging, report and CSV."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from stvsr.eval.protocol import (
+    Protocol,
+    Results,
+    crop_output,
+    pad_frames,
+    plan_windows,
+    run_padded,
+    scored_count,
+    self_ensemble,
+)
+
+VID4 = {"calendar": 41, "city": 34, "foliage": 49, "walk": 47}
+
+
+def test_vid4_counts_full_protocol() -> None:
+    counts = {name: scored_count(n) for name, n in VID4.items()}
+    assert counts == VID4 and sum(counts.values()) == 171
+    assert [w.start for w in plan_windows(41)] == [0, 6, 12, 18, 24, 30, 34]
+    assert [w.start for w in plan_windows(34)] == [0, 6, 12, 18, 24, 27]
+    assert [w.start for w in plan_windows(49)] == [0, 6, 12, 18, 24, 30, 36, 42]
+    assert [w.start for w in plan_windows(47)] == [0, 6, 12, 18, 24, 30, 36, 40]
+
+
+def test_vid4_counts_official_zsm() -> None:
+    zsm = Protocol(tail="official_zsm")
+    counts = {name: scored_count(n, zsm) for name, n in VID4.items()}
+    assert counts == {"calendar": 37, "city": 31, "foliage": 49, "walk": 43}
+    assert sum(counts.values()) == 160
+    scored = {t for w in plan_windows(41, zsm) for _, t in w.scored}
+    assert scored == set(range(37))  # frames 37-40 never scored
+
+
+def test_official_zsm_is_the_official_generator() -> None:
+    """Same windows as ZSM's test_index_generation (post-c86c6b9), transcribed here."""
+
+    def official(skip: bool, n_out: int, len_in: int) -> list:
+        right, sele = n_out, []
+        while right <= len_in:
+            h = [right - n_out + x for x in range(n_out)]
+            right += n_out - 1
+            sele.append([h[::2], h])
+        if skip and right < len_in - 1:
+            h = [len_in - n_out + x for x in range(n_out)]
+            sele.append([h[::2], h])
+        return sele
+
+    for length in range(7, 60):
+        ours = [[list(w.inputs), list(w.outputs)] for w in plan_windows(length, Protocol(tail="official_zsm"))]
+        assert ours == official(True, 7, length), length
+
+
+def test_window_contents() -> None:
+    plan = plan_windows(41)
+    first, second, tail = plan[0], plan[1], plan[-1]
+    assert first.inputs == (0, 2, 4, 6) and first.outputs == tuple(range(7))
+    assert [t for _, t in first.scored] == list(range(7))
+    assert [t for _, t in second.scored] == list(range(7, 13))  # shared frame 6 scored from the first window
+    assert tail.inputs == (34, 36, 38, 40)  # odd-phase tail window
+    assert tail.scored == ((3, 37), (4, 38), (5, 39), (6, 40))
+    every = [t for w in plan for _, t in w.scored]
+    assert sorted(every) == list(range(41)) and len(every) == len(set(every))
+    assert plan_windows(7) == plan_windows(7, Protocol(tail="official_zsm"))  # Vimeo: one window
+    with pytest.raises(ValueError, match="fewer than the protocol's window"):
+        plan_windows(5, name="short")
+
+
+def test_protocol_validation_and_description() -> None:
+    p = Protocol.from_dict({"tail": "official_zsm", "degradation": "bi"})
+    assert p.degradation == "BI" and p.tail == "official_zsm"
+    with pytest.raises(ValueError, match="Did you mean 'crop_border'"):
+        Protocol.from_dict({"crop_boder": 0})
+    with pytest.raises(ValueError, match="protocol.tail"):
+        Protocol(tail="zsm")
+    with pytest.raises(ValueError, match="window"):
+        Protocol(window=6)
+    text = Protocol().describe(size_divisor=8)
+    for part in ("color=y", "crop_border=0", "window=7", "stride=6", "tail=all", "pad_multiple=8", "pad_mode=zero",
+                 "self_ensemble=False", "degradation=BI", "scale=4"):  # fmt: skip
+        assert part in text
+
+
+def test_padding_and_crop() -> None:
+    x = torch.rand(1, 4, 3, 144, 180)
+    padded, size = pad_frames(x, 8)
+    assert padded.shape[-2:] == (144, 184) and size == (144, 180)
+    assert torch.equal(padded[..., :180], x) and not padded[..., 180:].any()
+    rep, _ = pad_frames(x, 8, "replicate")
+    assert torch.equal(rep[..., 180:], x[..., 179:180].expand(-1, -1, -1, -1, 4))
+    same, _ = pad_frames(x, 4)
+    assert same is x
+    y = torch.rand(1, 7, 3, 576, 736)
+    assert crop_output(y, size, 4).shape[-2:] == (576, 720)
+
+
+def _nearest_x4(x: torch.Tensor) -> torch.Tensor:
+    """A stand-in model with divisor 8: nearest x4 per frame, intermediate = left neighbour."""
+    if x.shape[-1] % 8 or x.shape[-2] % 8:
+        raise ValueError("not padded")
+    up = x.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    return torch.stack([up[:, i // 2] for i in range(2 * x.shape[1] - 1)], 1)
+
+
+def test_run_padded_and_self_ensemble() -> None:
+    x = torch.rand(1, 4, 3, 10, 13)
+    out = run_padded(_nearest_x4, x, Protocol(), divisor=8)
+    assert out.shape == (1, 7, 3, 40, 52)
+    torch.testing.assert_close(out[:, 0, :, ::4, ::4], x[:, 0])
+    # an equivariant model is unchanged by the x8 self-ensemble (which pads each orientation itself)
+    ens = self_ensemble(lambda v: run_padded(_nearest_x4, v, Protocol(), 8), x)
+    torch.testing.assert_close(ens, out)
+    with pytest.raises(ValueError, match="not a multiple"):
+        run_padded(_nearest_x4, x, Protocol(pad_multiple=4), divisor=8)
+
+
+def _values(v: float) -> dict[str, float]:
+    return {"psnr_y": v, "ssim_y": v / 100, "psnr_rgb": v - 1, "ssim_rgb": v / 200}
+
+
+def test_averaging_report_and_csv(tmp_path) -> None:
+    r = Results(Protocol(tail="official_zsm"), model="bicubic", size_divisor=1)
+    for t, v in enumerate([30.0, 32.0]):  # clip a: mean 31
+        r.add("a", t, f"{t}.png", 0, _values(v))
+    for t in range(4):  # clip b: mean 20
+        r.add("b", t, f"{t}.png", 0, _values(20.0))
+    r.clip_lengths = {"a": 3, "b": 4}
+    assert r.clip_mean("a")["psnr_y"] == 31.0
+    assert r.overall()["psnr_y"] == pytest.approx(25.5)  # mean of clip means
+    assert r.pooled()["psnr_y"] == pytest.approx(142 / 6)  # mean of frames
+    text = r.report()
+    assert text.splitlines()[1].startswith("protocol: ") and "tail=official_zsm" in text
+    assert "2/3" in text and "6/7" in text and "25.5000" in text
+    path = r.write_csv(tmp_path / "sub" / "res.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "# model: bicubic" and lines[1].startswith("# protocol: ") and "tail=official_zsm" in lines[1]
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    assert len(rows) == 6 + 2 + 2
+    assert rows[-2]["frame"] == "mean_of_clips" and float(rows[-2]["psnr_y"]) == 25.5
+    assert list(tmp_path.joinpath("sub").iterdir()) == [path]  # no temporary left behind
