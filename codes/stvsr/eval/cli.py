@@ -1,0 +1,249 @@
+"""``codes/test.py``: evaluate a model on Vid4, SPMC or any folder of clips under an explicit protocol.
+
+Options come from a YAML file (``-opt options/test/test_zsm_vid4.yml``), from command-line flags, or both
+(flags win). Everything a user can get wrong (unknown key, missing data root, LR clip without GT, frame
+count or size mismatch, checkpoint for another architecture) is reported before the first network call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .evaluator import EvalError, check_clips, evaluate_clips
+from .protocol import Protocol, atomic_write_text
+
+logger = logging.getLogger("stvsr.test")
+
+# network_G of the official test configs, used when only --model is given
+OFFICIAL_NETWORKS: dict[str, dict[str, Any]] = {
+    "LunaTokis": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False},
+    "STTrans2": {"nf": 64, "nframes": 7, "embed_dim": 72},
+    "bicubic": {},
+}
+TOP_KEYS = ("name", "model", "scale", "device", "datasets", "network_G", "path", "protocol", "save_images")
+DATASET_KEYS = ("name", "mode", "dataroot_GT", "dataroot_LQ", "degradation", "clips")
+PATH_KEYS = ("pretrain_model_G", "strict_load", "results_root")
+
+
+def _unknown(section: str, options: Mapping[str, Any], valid: Sequence[str]) -> None:
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), list(valid), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise EvalError(f"{section}{key}: unknown option.{hint} Valid: {', '.join(valid)}")
+
+
+def load_options(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise EvalError(f"-opt {path}: no such file")
+    try:
+        opt = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise EvalError(f"-opt {path}: not valid YAML: {exc}") from None
+    if not isinstance(opt, dict):
+        raise EvalError(f"-opt {path}: expected a mapping at the top level")
+    _unknown(f"{path}: ", opt, TOP_KEYS)
+    datasets = opt.get("datasets") or {}
+    if len(datasets) != 1:
+        raise EvalError(f"{path}: datasets must hold exactly one test set (e.g. datasets.test), got {list(datasets)}")
+    _unknown(f"{path}: datasets.{next(iter(datasets))}.", next(iter(datasets.values())) or {}, DATASET_KEYS)
+    _unknown(f"{path}: path.", opt.get("path") or {}, PATH_KEYS)
+    return opt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="test.py", description="Evaluate a space-time VSR model on folders of clips (Vid4, SPMC, ...)."
+    )
+    p.add_argument("-opt", "--opt", help="YAML options (options/test/*.yml)")
+    p.add_argument("--model", help="architecture name (LunaTokis/zsm, STTrans2/stdan, bicubic)")
+    p.add_argument("--checkpoint", help="weights (.pth) to load, any official or framework format")
+    p.add_argument("--dataroot_GT", help="folder of GT clips (one sub-folder per clip)")
+    p.add_argument("--dataroot_LQ", help="folder of LR clips; without it LR is made from GT (--degradation)")
+    p.add_argument("--degradation", choices=["BI", "BD"], help="LR made from GT on the fly (default BI)")
+    p.add_argument("--clips", nargs="+", help="evaluate only these clips")
+    p.add_argument("--tail", choices=["all", "official_zsm"], help="tail rule (default all: every frame scored)")
+    p.add_argument("--color", choices=["y", "rgb"], help="headline colour space (default y)")
+    p.add_argument("--pad_multiple", type=int, help="pad LR to this multiple (default: the model's)")
+    p.add_argument("--pad_mode", choices=["zero", "replicate"])
+    p.add_argument("--crop_border", type=int)
+    p.add_argument("--self_ensemble", action="store_true", default=None, help="x8 flip/transpose ensemble")
+    p.add_argument("--save_images", action="store_true", default=None, help="write the scored output frames")
+    p.add_argument("--results_root", help="where results go (default experiments/results)")
+    p.add_argument("--name", help="run name (default from the options or the model)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge YAML options and flags into one flat settings dict."""
+    opt = load_options(args.opt)
+    dataset = dict(next(iter((opt.get("datasets") or {"test": {}}).values())) or {})
+    network = dict(opt.get("network_G") or {})
+    paths = dict(opt.get("path") or {})
+    protocol = dict(opt.get("protocol") or {})
+    if args.model:
+        if network and network.get("which_model_G") not in (None, args.model):
+            network = {}  # another model than the YAML's: its network_G no longer applies
+        if not network:
+            from stvsr.archs import ARCHS
+
+            try:
+                canonical = ARCHS.canonical(args.model)
+            except KeyError as exc:
+                raise EvalError(f"--model: {exc.args[0]}") from None
+            network = dict(OFFICIAL_NETWORKS.get(canonical, {}))
+        network["which_model_G"] = args.model
+    if not network.get("which_model_G"):
+        raise EvalError("no model: give --model (e.g. bicubic, zsm, stdan) or -opt with network_G.which_model_G")
+    for key in ("dataroot_GT", "dataroot_LQ", "degradation", "clips"):
+        if getattr(args, key) is not None:
+            dataset[key] = getattr(args, key)
+    if args.checkpoint is not None:
+        paths["pretrain_model_G"] = args.checkpoint
+    if args.results_root is not None:
+        paths["results_root"] = args.results_root
+    for key in ("tail", "color", "pad_multiple", "pad_mode", "crop_border", "self_ensemble"):
+        if getattr(args, key) is not None:
+            protocol[key] = getattr(args, key)
+    if dataset.get("dataroot_LQ"):
+        if args.degradation:
+            raise EvalError("give either --dataroot_LQ (LR read from a folder) or --degradation (LR made from GT)")
+        dataset.pop("degradation", None)
+        protocol["degradation"] = "folder"
+        protocol.setdefault("lr_source", str(dataset["dataroot_LQ"]))
+    else:
+        protocol["degradation"] = str(dataset.get("degradation") or "BI").upper()
+    protocol.setdefault("scale", int(opt.get("scale", 4)))
+    if not dataset.get("dataroot_GT"):
+        raise EvalError("no GT: give --dataroot_GT or datasets.test.dataroot_GT (a folder of clip folders)")
+    save = args.save_images if args.save_images is not None else bool(opt.get("save_images", False))
+    name = args.name or opt.get("name") or f"{network['which_model_G']}_{dataset.get('name') or 'test'}"
+    return {
+        "name": str(name),
+        "dataset": dataset,
+        "network": network,
+        "checkpoint": paths.get("pretrain_model_G"),
+        "strict": bool(paths.get("strict_load", True)),
+        "results_root": Path(paths.get("results_root") or "experiments/results"),
+        "protocol": Protocol.from_dict(protocol),
+        "save_images": save,
+        "device": args.device or opt.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "progress": not args.no_progress,
+    }
+
+
+def build_model(settings: Mapping[str, Any]) -> torch.nn.Module:
+    from stvsr.archs import build_arch
+    from stvsr.checkpoint import CheckpointMismatchError, load_official
+
+    try:
+        model = build_arch(settings["network"])
+    except (ValueError, TypeError) as exc:
+        raise EvalError(str(exc)) from None
+    arch = type(model).__name__
+    ckpt = settings["checkpoint"]
+    n_params = sum(p.numel() for p in model.parameters())
+    if ckpt:
+        if not Path(ckpt).is_file():
+            raise EvalError(f"checkpoint {ckpt}: no such file")
+        try:
+            load_official(model, ckpt, strict=settings["strict"])
+        except CheckpointMismatchError as exc:
+            raise EvalError(
+                f"checkpoint {ckpt} does not fit {arch} with this network_G (a checkpoint for another "
+                f"architecture or other settings?):\n{exc}"
+            ) from None
+    elif n_params:
+        raise EvalError(f"{arch} has {n_params:,} parameters but no checkpoint was given: use --checkpoint")
+    return model
+
+
+def build_clips(settings: Mapping[str, Any]) -> list[Any]:
+    from stvsr.data.io import DataError, list_clips, require_dir
+    from stvsr.data.video_folder import VideoFolder
+
+    ds = settings["dataset"]
+    protocol: Protocol = settings["protocol"]
+    try:
+        gt_root = require_dir(ds["dataroot_GT"], "dataroot_GT")
+        if ds.get("dataroot_LQ"):
+            lq_root = require_dir(ds["dataroot_LQ"], "dataroot_LQ")
+            wanted = set(ds.get("clips") or list_clips(lq_root))
+            orphans = sorted(wanted & set(list_clips(lq_root)) - set(list_clips(gt_root)))
+            if orphans:
+                raise EvalError(
+                    f"LR clip(s) without GT: {', '.join(orphans)} are in {lq_root} but not in {gt_root}: "
+                    f"add their GT or select clips with --clips"
+                )
+        options = {
+            "mode": "VideoFolder",
+            "dataroot_GT": ds["dataroot_GT"],
+            "dataroot_LQ": ds.get("dataroot_LQ"),
+            "scale": protocol.scale,
+            "clips": ds.get("clips"),
+        }
+        if not ds.get("dataroot_LQ"):
+            options["degradation"] = protocol.degradation
+        dataset = VideoFolder(options)
+    except DataError as exc:
+        raise EvalError(str(exc)) from None
+    clips = [dataset.clip(i) for i in range(len(dataset.clips))]
+    try:
+        check_clips(clips, protocol)
+    except DataError as exc:
+        raise EvalError(str(exc)) from None
+    return clips
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = resolve(args)
+        model = build_model(settings).to(settings["device"])
+        clips = build_clips(settings)
+    except EvalError as exc:
+        print(f"test.py: error: {exc}", file=sys.stderr)
+        return 2
+    protocol: Protocol = settings["protocol"]
+    out_dir = settings["results_root"] / settings["name"]
+    arch = type(model).__name__
+    label = f"{arch} ({settings['network']['which_model_G']}), checkpoint {settings['checkpoint'] or 'none'}"
+    logger.info("protocol: %s", protocol.describe(getattr(model, "size_divisor", 1)))
+    start = time.time()
+    try:
+        results = evaluate_clips(
+            model,
+            clips,
+            protocol,
+            device=settings["device"],
+            save_dir=out_dir / "images" if settings["save_images"] else None,
+            model_name=label,
+            progress=settings["progress"],
+        )
+    except EvalError as exc:
+        print(f"test.py: error: {exc}", file=sys.stderr)
+        return 2
+    report = results.report()
+    print(report)
+    stem = f"{settings['name']}_{protocol.tail}"
+    csv_path = results.write_csv(out_dir / f"{stem}.csv")
+    atomic_write_text(out_dir / f"{stem}.txt", report + "\n")
+    print(f"per-frame CSV: {csv_path} ({time.time() - start:.1f} s)")
+    return 0

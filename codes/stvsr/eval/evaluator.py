@@ -1,0 +1,129 @@
+"""Run a model over test clips under a :class:`~stvsr.eval.protocol.Protocol` and score it.
+
+``check_clips`` validates everything a user can get wrong (clip too short, GT frames of different sizes, LR
+frames that are not GT/scale) from image headers only, before any network call; ``evaluate_clips`` then
+runs window by window (only the frames of the current window are in memory), quantises the output to uint8
+as the official ``tensor2img`` does, and scores each frame once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .metrics import calculate_psnr, calculate_ssim, quantize
+from .protocol import Protocol, Results, plan_windows, run_padded, self_ensemble
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvalError", "check_clips", "evaluate_clips", "score_frame"]
+
+
+class EvalError(RuntimeError):
+    """A user-fixable problem with the test data or settings; the message says what and where."""
+
+
+def check_clips(clips: Sequence[Any], protocol: Protocol) -> None:
+    """Check every clip (length, GT sizes, LR sizes) from file headers; raise one :class:`EvalError` that
+    lists every problem found."""
+    from stvsr.data.io import image_shape
+
+    problems = []
+    for clip in clips:
+        if len(clip) < protocol.window:
+            problems.append(f"clip '{clip.name}': {len(clip)} frames, fewer than the window of {protocol.window}")
+            continue
+        shapes = {}
+        for path in clip.gt_paths:
+            shapes.setdefault(image_shape(path)[:2], path)
+        if len(shapes) > 1:
+            listed = "; ".join(f"{h}x{w} ({p.name})" for (h, w), p in shapes.items())
+            problems.append(f"clip '{clip.name}': GT frames of different sizes: {listed}")
+            continue
+        (h, w), _ = next(iter(shapes.items()))
+        if h < clip.scale or w < clip.scale:
+            problems.append(f"clip '{clip.name}': GT {h}x{w} is smaller than the scale {clip.scale}")
+            continue
+        expected = (h // clip.scale, w // clip.scale)
+        for path in clip.lq_paths or []:
+            got = image_shape(path)[:2]
+            if got != expected:
+                problems.append(
+                    f"clip '{clip.name}' frame {path.name}: LR is {got[0]}x{got[1]} ({path}) but GT is {h}x{w}, "
+                    f"so LR must be {expected[0]}x{expected[1]} at x{clip.scale}"
+                )
+                break
+    if problems:
+        raise EvalError("test data is not usable:\n  " + "\n  ".join(problems))
+
+
+def score_frame(output: np.ndarray, gt: np.ndarray, crop_border: int = 0) -> dict[str, float]:
+    """PSNR/SSIM on Y and RGB of a uint8 (H, W, 3) output against its uint8 GT."""
+    return {
+        "psnr_y": calculate_psnr(output, gt, crop_border, test_y_channel=True),
+        "ssim_y": calculate_ssim(output, gt, crop_border, test_y_channel=True),
+        "psnr_rgb": calculate_psnr(output, gt, crop_border),
+        "ssim_rgb": calculate_ssim(output, gt, crop_border),
+    }
+
+
+@torch.no_grad()
+def evaluate_clips(
+    model: nn.Module,
+    clips: Sequence[Any],
+    protocol: Protocol,
+    device: torch.device | str = "cpu",
+    save_dir: str | Path | None = None,
+    model_name: str = "",
+    progress: bool = True,
+) -> Results:
+    """Evaluate ``model`` on ``clips`` (objects like :class:`stvsr.data.video_folder.Clip`)."""
+    divisor = int(getattr(model, "size_divisor", 1))
+    scale = int(getattr(model, "upscale", protocol.scale))
+    if scale != protocol.scale:
+        raise EvalError(f"the model upscales x{scale} but the protocol (and data) are x{protocol.scale}")
+    check_clips(clips, protocol)
+    results = Results(protocol, model_name, divisor)
+    model.eval()
+    device = torch.device(device)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return run_padded(model, x, protocol, divisor)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(len(plan_windows(len(c), protocol, c.name)) for c in clips), unit="window")
+    for clip in clips:
+        results.clip_lengths[clip.name] = len(clip)
+        names = clip.frame_names
+        for window in plan_windows(len(clip), protocol, clip.name):
+            x = clip.lq_frames(list(window.inputs)).unsqueeze(0).to(device)
+            y = self_ensemble(run, x) if protocol.self_ensemble else run(x)
+            expected = (1, len(window.outputs), 3, scale * x.shape[-2], scale * x.shape[-1])
+            if tuple(y.shape) != expected:
+                raise EvalError(f"model output {tuple(y.shape)} for input {tuple(x.shape)}; expected {expected}")
+            out = quantize(y[0].float().cpu().permute(0, 2, 3, 1).numpy())
+            for pos, t in window.scored:
+                gt = clip.gt(t)
+                if gt.shape != out[pos].shape:
+                    raise EvalError(f"clip '{clip.name}' frame {names[t]}: output {out[pos].shape} vs GT {gt.shape}")
+                results.add(clip.name, t, names[t], window.start, score_frame(out[pos], gt, protocol.crop_border))
+                if save_dir is not None:
+                    from stvsr.data.io import write_image
+
+                    write_image(Path(save_dir) / clip.name / f"{Path(names[t]).stem}.png", out[pos])
+            if bar is not None:
+                bar.update(1)
+        m = results.clip_mean(clip.name)
+        logger.info("%s: PSNR-Y %.4f SSIM-Y %.4f", clip.name, m["psnr_y"], m["ssim_y"])
+    if bar is not None:
+        bar.close()
+    return results
