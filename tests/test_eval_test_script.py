@@ -169,5 +169,8 @@ def test_errors_before_computation(tmp_path: Path, capsys) -> None:
     msg = error("-opt", str(opt), "--checkpoint", str(tmp_path / "stdan.pth"))
     assert "does not fit LunaTokis" in msg and "another architecture" in msg
     assert "Did you mean" in error("--model", "bicubc", "--dataroot_GT", str(gt))
+    # the shipped Vid4 config: its checkpoint is checked before any data is read
+    shipped = str(ROOT / "options" / "test" / "test_zsm_vid4.yml")
+    assert "xiang2020zooming.pth: no such file" in error("-opt", shipped, "--checkpoint", "xiang2020zooming.pth")
     opt.write_text("nme: x\n")
     assert "Did you mean 'name'" in error("-opt", str(opt))

@@ -99,7 +99,9 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     protocol = dict(opt.get("protocol") or {})
     if args.model:
         if network and network.get("which_model_G") not in (None, args.model):
-            network = {}  # another model than the YAML's: its network_G no longer applies
+            network = {}  # another model than the YAML's: its network_G and checkpoint no longer apply
+            paths.pop("pretrain_model_G", None)
+            opt.pop("name", None)
         if not network:
             from stvsr.archs import ARCHS
 
