@@ -213,7 +213,10 @@ def test_built_module_knows_its_sources() -> None:
 
 
 def test_build_finds_the_pip_installed_ninja(monkeypatch: pytest.MonkeyPatch) -> None:
-    ninja = pytest.importorskip("ninja")
+    folders = ext.ninja_folders()
+    if not folders:
+        pytest.skip("the pip package ninja is not installed")
     monkeypatch.setenv("PATH", "/nonexistent")
     ext._put_ninja_on_path()
-    assert shutil.which("ninja") == str(Path(ninja.BIN_DIR) / "ninja")
+    found = shutil.which("ninja")
+    assert found is not None and str(Path(found).parent) in folders

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import logging
 import os
 import platform
@@ -135,15 +136,28 @@ def build(verbose: bool = False) -> ModuleType:
     )
 
 
+def ninja_folders() -> list[str]:
+    """Folders holding the ``ninja`` executable of the pip package ``ninja``, wherever it was installed
+    (``ninja.BIN_DIR`` is '' in a venv that borrows the package from the base interpreter)."""
+    try:
+        dist = importlib.metadata.distribution("ninja")
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    executables = [
+        f for f in dist.files or [] if f.name in ("ninja", "ninja.exe") and f.parent.name in ("bin", "Scripts")
+    ]
+    return [str(Path(dist.locate_file(f)).resolve().parent) for f in executables]
+
+
 def _put_ninja_on_path() -> None:
     """torch's builder runs ``ninja`` from PATH; the pip-installed one is not there in an unactivated venv."""
     if shutil.which("ninja"):
         return
-    try:
-        import ninja
-    except ImportError:
-        return  # torch's own error ("Ninja is required") then says what is missing
-    os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+    for folder in ninja_folders():
+        if shutil.which("ninja", path=folder):
+            os.environ["PATH"] = os.pathsep.join([folder, os.environ.get("PATH", "")])
+            return
+    # none: torch's own error ("Ninja is required to load C++ extensions") says what is missing
 
 
 def _import_prebuilt() -> ModuleType | None:
