@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad_mode", choices=["zero", "replicate"])
     p.add_argument("--crop_border", type=int)
     p.add_argument("--self_ensemble", action="store_true", default=None, help="x8 flip/transpose ensemble")
+    p.add_argument("--tile", type=int, help="run on overlapping LR tiles of this size (bounds memory)")
+    p.add_argument("--tile_overlap", type=int, help="overlap of the tiles in LR pixels (default 16)")
     p.add_argument("--save_images", action="store_true", default=None, help="write the scored output frames")
     p.add_argument("--results_root", help="where results go (default experiments/results)")
     p.add_argument("--name", help="run name (default from the options or the model)")
@@ -120,7 +122,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         paths["pretrain_model_G"] = args.checkpoint
     if args.results_root is not None:
         paths["results_root"] = args.results_root
-    for key in ("tail", "color", "pad_multiple", "pad_mode", "crop_border", "self_ensemble"):
+    for key in ("tail", "color", "pad_multiple", "pad_mode", "crop_border", "self_ensemble", "tile", "tile_overlap"):
         if getattr(args, key) is not None:
             protocol[key] = getattr(args, key)
     if dataset.get("dataroot_LQ"):

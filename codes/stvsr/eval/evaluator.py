@@ -19,6 +19,7 @@ from torch import nn
 
 from .metrics import calculate_psnr, calculate_ssim, quantize
 from .protocol import Protocol, Results, plan_windows, run_padded, self_ensemble
+from .tiling import tiled_forward
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,13 @@ def evaluate_clips(
     model.eval()
     device = torch.device(device)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def run_tile(x: torch.Tensor) -> torch.Tensor:
         return run_padded(model, x, protocol, divisor)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if protocol.tile is None:
+            return run_tile(x)
+        return tiled_forward(run_tile, x, protocol.tile, protocol.tile_overlap, scale)
 
     bar = None
     if progress:

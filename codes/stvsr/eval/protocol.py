@@ -58,7 +58,9 @@ class Protocol:
     ``pad_multiple`` None means the model's ``size_divisor`` (STDAN's official script pads to 8 for every
     model it compared, see ``specs/evaluation.md`` section 5: set 8 to reproduce that). ``degradation`` says
     where the LR frames come from: 'BI' or 'BD' made from GT by ``stvsr.data.degrade``, or 'folder' (read from
-    ``dataroot_LQ``; then say in ``lr_source`` what made them).
+    ``dataroot_LQ``; then say in ``lr_source`` what made them). ``tile`` (LR pixels, None = whole frames) and
+    ``tile_overlap`` run the model on overlapping spatial tiles (:mod:`stvsr.eval.tiling`) to bound memory;
+    they change the output slightly and are printed only when set.
     """
 
     color: str = "y"
@@ -72,6 +74,8 @@ class Protocol:
     degradation: str = "BI"
     scale: int = 4
     lr_source: str = ""
+    tile: int | None = None
+    tile_overlap: int = 16
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> None:
@@ -97,6 +101,12 @@ class Protocol:
             bad("scale", "must be >= 1")
         if self.pad_multiple is not None and (not isinstance(self.pad_multiple, int) or self.pad_multiple < 1):
             bad("pad_multiple", "expected a positive integer or null (the model's size_divisor)")
+        if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 1):
+            bad("tile", "expected a positive number of LR pixels or null (no tiling)")
+        if not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
+            bad("tile_overlap", "expected a non-negative integer (LR pixels)")
+        if self.tile is not None and self.tile_overlap >= self.tile:
+            bad("tile_overlap", f"must be smaller than tile = {self.tile}")
         if not isinstance(self.self_ensemble, bool):
             bad("self_ensemble", "expected true or false")
 
@@ -128,6 +138,8 @@ class Protocol:
             items["pad_multiple"] = f"{self.resolved_pad(size_divisor)} (model size_divisor)"
         if not items["lr_source"]:
             del items["lr_source"]
+        if items["tile"] is None:
+            del items["tile"], items["tile_overlap"]
         return ", ".join(f"{k}={v}" for k, v in items.items())
 
 
