@@ -42,9 +42,8 @@ def _unknown(section: str, options: Mapping[str, Any], valid: Sequence[str]) -> 
             raise EvalError(f"{section}{key}: unknown option.{hint} Valid: {', '.join(valid)}")
 
 
-def load_options(path: str | None) -> dict[str, Any]:
-    if path is None:
-        return {}
+def load_yaml(path: str, valid_keys: Sequence[str]) -> dict[str, Any]:
+    """A YAML options file as a dict; unknown top-level keys are errors naming the nearest valid one."""
     import yaml
 
     file = Path(path)
@@ -56,7 +55,14 @@ def load_options(path: str | None) -> dict[str, Any]:
         raise EvalError(f"-opt {path}: not valid YAML: {exc}") from None
     if not isinstance(opt, dict):
         raise EvalError(f"-opt {path}: expected a mapping at the top level")
-    _unknown(f"{path}: ", opt, TOP_KEYS)
+    _unknown(f"{path}: ", opt, valid_keys)
+    return opt
+
+
+def load_options(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    opt = load_yaml(path, TOP_KEYS)
     datasets = opt.get("datasets") or {}
     if len(datasets) != 1:
         raise EvalError(f"{path}: datasets must hold exactly one test set (e.g. datasets.test), got {list(datasets)}")

@@ -1,0 +1,225 @@
+"""``codes/test_vimeo.py``: Vimeo-90K-T Slow / Medium / Fast in one command, printed as the papers' table.
+
+Each clip is one 7-frame window (LR frames 1, 3, 5, 7 in; all 7 outputs scored); clip means are averaged over
+the clips of a split (``specs/evaluation.md`` sections 4, 6, 7). Clips of a list that are not on disk are
+counted and reported (``--missing skip``, the default) or stop the run before any computation
+(``--missing error``). The split lists are the ones of Zooming Slow-Mo (``sep_{slow,medium,fast}_testset.txt``,
+1,613 / 4,977 / 1,225 clips) unless other files are given; the list file is written into the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .cli import EvalError, build_model, load_yaml
+from .evaluator import score_frame
+from .metrics import quantize
+from .protocol import Protocol, Results, atomic_write_text, run_padded, self_ensemble
+from .tiling import tiled_forward
+
+logger = logging.getLogger("stvsr.test_vimeo")
+
+SPLITS = ("slow", "medium", "fast")  # the order of the papers' tables is Fast, Medium, Slow: see TABLE_ORDER
+TABLE_ORDER = ("fast", "medium", "slow")
+TOP_KEYS = ("name", "scale", "device", "datasets", "network_G", "path", "protocol")
+DATASET_KEYS = ("dataroot_GT", "dataroot_LQ", "list_dir", "lists", "degradation", "missing", "splits")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="test_vimeo.py", description="Evaluate on Vimeo-90K-T Slow/Medium/Fast.")
+    p.add_argument("-opt", "--opt", help="YAML options (options/test/*vimeo*.yml)")
+    p.add_argument("--model", help="architecture name (LunaTokis/zsm, STTrans2/stdan, bicubic)")
+    p.add_argument("--checkpoint", help="weights (.pth) to load")
+    p.add_argument("--dataroot_GT", help="the Vimeo septuplet 'sequences' folder")
+    p.add_argument("--dataroot_LQ", help="LR 'sequences' folder; without it LR is made from GT (--degradation)")
+    p.add_argument("--degradation", choices=["BI", "BD"])
+    p.add_argument("--list_dir", help="folder of sep_{slow,medium,fast}_testset.txt (default: GT's parent)")
+    p.add_argument("--splits", nargs="+", choices=SPLITS, help="default: all three")
+    p.add_argument("--missing", choices=["skip", "error"], help="clips of a list not on disk (default skip)")
+    p.add_argument("--pad_multiple", type=int)
+    p.add_argument("--self_ensemble", action="store_true", default=None)
+    p.add_argument("--tile", type=int)
+    p.add_argument("--tile_overlap", type=int)
+    p.add_argument("--results_root")
+    p.add_argument("--name")
+    p.add_argument("--device")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    opt = load_yaml(args.opt, TOP_KEYS) if args.opt else {}
+    data = dict(opt.get("datasets") or {})
+    for key in data:
+        if key not in DATASET_KEYS:
+            raise EvalError(f"datasets.{key}: unknown option. Valid: {', '.join(DATASET_KEYS)}")
+    for key in ("dataroot_GT", "dataroot_LQ", "degradation", "list_dir", "splits", "missing"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if not data.get("dataroot_GT"):
+        raise EvalError("no GT: give --dataroot_GT (the Vimeo 'sequences' folder) or datasets.dataroot_GT")
+    network = dict(opt.get("network_G") or {})
+    paths = dict(opt.get("path") or {})
+    if args.model:
+        if network.get("which_model_G") not in (None, args.model):
+            network, _ = {}, paths.pop("pretrain_model_G", None)
+        if not network:
+            from stvsr.archs import ARCHS
+
+            from .cli import OFFICIAL_NETWORKS
+
+            try:
+                network = dict(OFFICIAL_NETWORKS.get(ARCHS.canonical(args.model), {}))
+            except KeyError as exc:
+                raise EvalError(f"--model: {exc.args[0]}") from None
+        network["which_model_G"] = args.model
+    if not network.get("which_model_G"):
+        raise EvalError("no model: give --model or -opt with network_G.which_model_G")
+    if args.checkpoint:
+        paths["pretrain_model_G"] = args.checkpoint
+    protocol = dict(opt.get("protocol") or {})
+    for key in ("pad_multiple", "self_ensemble", "tile", "tile_overlap"):
+        if getattr(args, key) is not None:
+            protocol[key] = getattr(args, key)
+    if data.get("dataroot_LQ"):
+        protocol["degradation"] = "folder"
+        protocol.setdefault("lr_source", str(data["dataroot_LQ"]))
+    else:
+        protocol["degradation"] = str(data.get("degradation") or "BI").upper()
+    lists = dict(data.get("lists") or {})
+    list_dir = Path(data.get("list_dir") or Path(data["dataroot_GT"]).expanduser().parent)
+    splits = list(data.get("splits") or SPLITS)
+    for split in splits:
+        lists.setdefault(split, str(list_dir / f"sep_{split}_testset.txt"))
+        if not Path(lists[split]).is_file():
+            raise EvalError(f"split '{split}': list file {lists[split]} not found (set --list_dir or datasets.lists)")
+    return {
+        "name": args.name or opt.get("name") or f"{network['which_model_G']}_Vimeo",
+        "data": data,
+        "lists": {s: lists[s] for s in splits},
+        "network": network,
+        "checkpoint": paths.get("pretrain_model_G"),
+        "strict": bool(paths.get("strict_load", True)),
+        "results_root": Path(args.results_root or paths.get("results_root") or "experiments/results"),
+        "protocol": Protocol.from_dict(protocol),
+        "device": args.device or opt.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "progress": not args.no_progress,
+    }
+
+
+def build_split(settings: dict[str, Any], split: str) -> tuple[Any, int]:
+    """The VimeoTest dataset of a split and the number of listed clips missing on disk."""
+    from stvsr.data.io import DataError, read_clip_list
+    from stvsr.data.vimeo import VimeoTest
+
+    data, protocol = settings["data"], settings["protocol"]
+    list_file = settings["lists"][split]
+    listed = len(read_clip_list(list_file))
+    options = {
+        "mode": "VimeoTest",
+        "dataroot_GT": data["dataroot_GT"],
+        "dataroot_LQ": data.get("dataroot_LQ"),
+        "list_file": list_file,
+        "missing": data.get("missing") or "skip",
+        "scale": protocol.scale,
+    }
+    if not data.get("dataroot_LQ"):
+        options["degradation"] = protocol.degradation
+    try:
+        dataset = VimeoTest(options)
+    except DataError as exc:
+        if "no clip left" in str(exc):
+            return None, listed
+        raise EvalError(f"split '{split}': {exc}") from None
+    return dataset, listed - len(dataset)
+
+
+@torch.no_grad()
+def evaluate_split(model: torch.nn.Module, dataset: Any, settings: dict[str, Any], label: str) -> Results:
+    protocol: Protocol = settings["protocol"]
+    divisor = int(getattr(model, "size_divisor", 1))
+    results = Results(protocol, label, divisor)
+
+    def run_tile(x: torch.Tensor) -> torch.Tensor:
+        return run_padded(model, x, protocol, divisor)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return run_tile(x) if protocol.tile is None else tiled_forward(run_tile, x, protocol.tile,
+                                                                       protocol.tile_overlap, protocol.scale)  # fmt: skip
+
+    items = range(len(dataset))
+    if settings["progress"]:
+        from tqdm import tqdm
+
+        items = tqdm(items, unit="clip")
+    for i in items:
+        sample = dataset[i]
+        x = sample["LQs"][None].to(settings["device"])
+        y = self_ensemble(run, x) if protocol.self_ensemble else run(x)
+        out = quantize(y[0].float().cpu().permute(0, 2, 3, 1).numpy())
+        gt = quantize(sample["GT"].permute(0, 2, 3, 1).numpy())  # exact: GT was uint8 / 255
+        if out.shape != gt.shape:
+            raise EvalError(f"clip {sample['key']}: output {out.shape} vs GT {gt.shape}")
+        for t in range(gt.shape[0]):
+            results.add(sample["key"], t, f"im{t + 1}.png", 0, score_frame(out[t], gt[t], protocol.crop_border))
+        results.clip_lengths[sample["key"]] = gt.shape[0]
+    return results
+
+
+def table(rows: list[tuple[str, int, int, int, dict[str, float] | None]], protocol: Protocol) -> str:
+    """The papers' table: one line per split, PSNR/SSIM in the protocol's colour, clip counts."""
+    c = protocol.color
+    lines = [f"{'split':<8} {'clips':>6} {'missing':>8} {'PSNR-' + c.upper():>9} {'SSIM-' + c.upper():>8}"]
+    for split, n, missing, listed, m in rows:
+        if m is None:
+            lines.append(f"{split:<8} {0:>6} {missing:>8} {'-':>9} {'-':>8}   (none of {listed} listed clips on disk)")
+        else:
+            lines.append(f"{split:<8} {n:>6} {missing:>8} {m['psnr_' + c]:>9.4f} {m['ssim_' + c]:>8.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = resolve(args)
+        model = build_model(settings).to(settings["device"]).eval()
+        splits = {s: build_split(settings, s) for s in settings["lists"]}  # every list checked before running
+    except EvalError as exc:
+        print(f"test_vimeo.py: error: {exc}", file=sys.stderr)
+        return 2
+    protocol: Protocol = settings["protocol"]
+    label = f"{type(model).__name__} ({settings['network']['which_model_G']}), checkpoint {settings['checkpoint'] or 'none'}"
+    out_dir = settings["results_root"] / settings["name"]
+    start = time.time()
+    rows, parts = [], []
+    for split in [s for s in TABLE_ORDER if s in splits]:
+        dataset, missing = splits[split]
+        listed = missing + (len(dataset) if dataset is not None else 0)
+        if missing:
+            logger.warning("split %s: %d of %d listed clips are missing on disk", split, missing, listed)
+        if dataset is None:
+            rows.append((split, 0, missing, listed, None))
+            continue
+        try:
+            results = evaluate_split(model, dataset, settings, label)
+        except EvalError as exc:
+            print(f"test_vimeo.py: error: {exc}", file=sys.stderr)
+            return 2
+        results.write_csv(out_dir / f"{settings['name']}_{split}.csv")
+        rows.append((split, len(dataset), missing, listed, results.overall()))
+        parts.append(f"[{split}] list {settings['lists'][split]}\n{results.report()}")
+    header = [f"model: {label}", f"protocol: {protocol.describe(getattr(model, 'size_divisor', 1))}"]
+    report = "\n".join([*header, "", table(rows, protocol)])
+    print(report)
+    atomic_write_text(out_dir / f"{settings['name']}_table.txt", report + "\n\n" + "\n\n".join(parts) + "\n")
+    print(f"results: {out_dir} ({time.time() - start:.1f} s)")
+    return 0
