@@ -1,0 +1,78 @@
+"""Peak memory (RSS) and time of one Vid4 window (1x4x3x144x180 -> 1x7x3x576x720) through the evaluator's
+inference path, untiled and tiled, one subprocess per configuration (peak RSS is per process).
+
+    python benchmarks/bench_eval_memory.py [--model zsm] [--tiles 0 64 48] [--overlap 16] [--threads 2] [--json out.json]
+
+Random weights with the official settings (memory and time do not depend on the values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+NETWORKS = {
+    "zsm": {"which_model_G": "LunaTokis", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
+    "stdan": {"which_model_G": "STTrans2", "nf": 64, "nframes": 7, "embed_dim": 72},
+}
+
+
+def child(model: str, tile: int, overlap: int, threads: int) -> None:
+    import torch
+
+    from stvsr.archs import build_arch
+    from stvsr.eval.protocol import Protocol, run_padded
+    from stvsr.eval.tiling import tiled_forward
+    from stvsr.ops.backends import resolve
+
+    torch.set_num_threads(threads)
+    net = build_arch(NETWORKS[model]).eval()
+    x = torch.rand(1, 4, 3, 144, 180)
+
+    def run(v):
+        return run_padded(net, v, Protocol(), net.size_divisor)
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with torch.no_grad():
+        y = run(x) if tile == 0 else tiled_forward(run, x, tile, overlap)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"model": model, "tile": tile, "overlap": overlap if tile else 0, "seconds": round(seconds, 2),
+                      "peak_rss_mib": round(peak / 1024), "rss_before_mib": round(base / 1024),
+                      "backend": resolve(torch.device("cpu")), "out": list(y.shape)}))  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="zsm", choices=sorted(NETWORKS))
+    p.add_argument("--tiles", type=int, nargs="+", default=[0, 64], help="LR tile sizes; 0 = untiled")
+    p.add_argument("--overlap", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json")
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child[0], *(int(v) for v in args.child[1:]))
+        return
+    rows = []
+    for tile in args.tiles:
+        cmd = [sys.executable, __file__, "--child", args.model, str(tile), str(args.overlap), str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        rows.append(json.loads(out))
+    print(f"{'model':<6} {'tile':>5} {'overlap':>7} {'seconds':>8} {'peak RSS MiB':>12}  backend")
+    for r in rows:
+        print(
+            f"{r['model']:<6} {r['tile'] or '-':>5} {r['overlap']:>7} {r['seconds']:>8} {r['peak_rss_mib']:>12}  {r['backend']}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
