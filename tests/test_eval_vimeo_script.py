@@ -63,6 +63,9 @@ def test_lr_folder_missing_error_and_means(tmp_path: Path, capsys) -> None:
     (tmp_path / "sep_fast_testset.txt").write_text("00001/0001\n00009/0009")
     base = ["--model", "bicubic", "--dataroot_GT", str(gt), "--dataroot_LQ", str(lr), "--list_dir", str(tmp_path)]
     base += ["--results_root", str(tmp_path / "res"), "--no_progress"]
+    shipped = str(Path(__file__).resolve().parents[1] / "options" / "test" / "test_zsm_vimeo.yml")
+    assert main(["-opt", shipped, "--dataroot_GT", str(gt), "--list_dir", str(tmp_path), "--checkpoint", "x.pth"]) == 2
+    assert "x.pth: no such file" in capsys.readouterr().err
     assert main([*base, "--missing", "error"]) == 2
     err = capsys.readouterr().err
     assert "split 'fast'" in err and "1 of 2 listed clips are missing" in err

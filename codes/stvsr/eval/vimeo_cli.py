@@ -70,7 +70,9 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     paths = dict(opt.get("path") or {})
     if args.model:
         if network.get("which_model_G") not in (None, args.model):
-            network, _ = {}, paths.pop("pretrain_model_G", None)
+            network = {}  # another model than the YAML's: its network_G, checkpoint and name no longer apply
+            paths.pop("pretrain_model_G", None)
+            opt.pop("name", None)
         if not network:
             from stvsr.archs import ARCHS
 
