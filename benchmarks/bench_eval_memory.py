@@ -1,4 +1,4 @@
-"""Peak memory (RSS) and time of one Vid4 window (1x4x3x144x180 -> 1x7x3x576x720) through the evaluator's
+"""Peak memory (RSS) and time of one Vid4 window (or --size H W) (1x4x3x144x180 -> 1x7x3x576x720) through the evaluator's
 inference path, untiled and tiled, one subprocess per configuration (peak RSS is per process).
 
     python benchmarks/bench_eval_memory.py [--model zsm] [--tiles 0 64 48] [--overlap 16] [--threads 2] [--json out.json]
@@ -21,7 +21,7 @@ NETWORKS = {
 }
 
 
-def child(model: str, tile: int, overlap: int, threads: int) -> None:
+def child(model: str, tile: int, overlap: int, threads: int, height: int = 144, width: int = 180) -> None:
     import torch
 
     from stvsr.archs import build_arch
@@ -31,7 +31,7 @@ def child(model: str, tile: int, overlap: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     net = build_arch(NETWORKS[model]).eval()
-    x = torch.rand(1, 4, 3, 144, 180)
+    x = torch.rand(1, 4, 3, height, width)
 
     def run(v):
         return run_padded(net, v, Protocol(), net.size_divisor)
@@ -43,7 +43,7 @@ def child(model: str, tile: int, overlap: int, threads: int) -> None:
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"model": model, "tile": tile, "overlap": overlap if tile else 0, "seconds": round(seconds, 2),
-                      "peak_rss_mib": round(peak / 1024), "rss_before_mib": round(base / 1024),
+                      "lr": [height, width], "peak_rss_mib": round(peak / 1024), "rss_before_mib": round(base / 1024),
                       "backend": resolve(torch.device("cpu")), "out": list(y.shape)}))  # fmt: skip
 
 
@@ -53,8 +53,9 @@ def main() -> None:
     p.add_argument("--tiles", type=int, nargs="+", default=[0, 64], help="LR tile sizes; 0 = untiled")
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--size", type=int, nargs=2, default=[144, 180], metavar=("H", "W"), help="LR size (Vid4)")
     p.add_argument("--json")
-    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args.child[0], *(int(v) for v in args.child[1:]))
@@ -62,8 +63,10 @@ def main() -> None:
     rows = []
     for tile in args.tiles:
         cmd = [sys.executable, __file__, "--child", args.model, str(tile), str(args.overlap), str(args.threads)]
+        cmd += [str(v) for v in args.size]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
+    print(f"LR input 1x4x3x{args.size[0]}x{args.size[1]}, {args.threads} thread(s)")
     print(f"{'model':<6} {'tile':>5} {'overlap':>7} {'seconds':>8} {'peak RSS MiB':>12}  backend")
     for r in rows:
         print(
