@@ -25,12 +25,7 @@ SHARED_VID4 = ROOT.parent / "shared" / "data" / "Vid4" / "GT"
 TINY_ZSM = {"which_model_G": "LunaTokis", "nf": 8, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def _short_vid4(tmp_path: Path, clip: str, frames: int) -> Path:

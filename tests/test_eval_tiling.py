@@ -12,13 +12,7 @@ from stvsr.archs import build_arch
 from stvsr.eval.protocol import Protocol, run_padded
 from stvsr.eval.tiling import DEFAULT_OVERLAP, tile_starts, tiled_forward
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -15,13 +15,7 @@ from stvsr.data.io import read_image
 from stvsr.eval.metrics import calculate_psnr, calculate_ssim, quantize
 from stvsr.eval.vimeo_cli import main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def _table_rows(out: str) -> dict[str, list[str]]:
