@@ -1,0 +1,138 @@
+"""Learning-rate schedulers of the official code, registered in :data:`stvsr.registry.SCHEDULERS`.
+
+Both are computed in closed form from the step count (``last_epoch``), so that their state is the step count
+alone and a resumed run continues exactly. With the "before" stepping order of Zooming Slow-Mo (the scheduler
+steps before the optimiser), iteration ``i`` (1-based) uses ``lr(i)``.
+
+``CosineAnnealingLR_Restart`` (``specs/models.md`` 2.8): with ``r`` the last restart <= e (0 at first, weight
+1) and ``T`` its period (``T_period[0]``, then ``T_period[k + 1]`` after restart ``k``)::
+
+    lr(e) = eta_min + (w_r * lr0 - eta_min) * (1 + cos(pi * (e - r) / T)) / 2
+
+(the official recursion per step is numerically this for 0 <= e - r <= T; past the end of a period without a
+restart, which no official config reaches, the cosine simply continues here, while the official recursion's
+turn-around step uses the weight-1 amplitude). ``MultiStepLR_Restart``: ``lr0 * w_r * gamma ** m`` with
+``m`` the milestones in ``(r, e]``. Warm-up (``warmup_iter`` > 0, as the official ``update_learning_rate``):
+``lr0 * e / warmup_iter`` for ``e < warmup_iter``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from stvsr.registry import SCHEDULERS
+
+
+class _RestartScheduler(LRScheduler):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        restarts: Sequence[int] | None,
+        weights: Sequence[float] | None,
+        warmup_iter: int = -1,
+        last_epoch: int = -1,
+    ) -> None:
+        self.restarts = [int(r) for r in (restarts or [])]
+        self.restart_weights = [float(w) for w in (weights or [1.0] * len(self.restarts))]
+        if len(self.restarts) != len(self.restart_weights):
+            raise ValueError(
+                f"restarts {self.restarts} and restart_weights {self.restart_weights} do not have the same length"
+            )
+        if self.restarts != sorted(self.restarts):
+            raise ValueError(f"restarts {self.restarts} must be increasing")
+        self.warmup_iter = int(warmup_iter)
+        super().__init__(optimizer, last_epoch)
+
+    def _restart(self, e: int) -> tuple[int, int, float]:
+        """(index of the current period, its start r, its weight w)."""
+        k = bisect.bisect_right(self.restarts, e)
+        if k == 0:
+            return 0, 0, 1.0
+        return k, self.restarts[k - 1], self.restart_weights[k - 1]
+
+    def _lr(self, base: float, e: int) -> float:
+        raise NotImplementedError
+
+    def get_lr(self) -> list[float]:
+        e = self.last_epoch
+        lrs = [self._lr(base, e) for base in self.base_lrs]
+        if 0 < self.warmup_iter and e < self.warmup_iter:
+            lrs = [base * e / self.warmup_iter for base in self.base_lrs]
+        return lrs
+
+    _get_closed_form_lr = get_lr
+
+
+@SCHEDULERS.register()
+class CosineAnnealingLR_Restart(_RestartScheduler):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        T_period: Sequence[int],
+        restarts: Sequence[int] | None = None,
+        weights: Sequence[float] | None = None,
+        eta_min: float = 0.0,
+        warmup_iter: int = -1,
+        last_epoch: int = -1,
+    ) -> None:
+        self.T_period = [int(t) for t in T_period]
+        n_restarts = len(restarts or [])
+        if len(self.T_period) < n_restarts + 1:
+            raise ValueError(f"T_period {self.T_period} needs {n_restarts + 1} entries (one per period)")
+        if any(t <= 0 for t in self.T_period):
+            raise ValueError(f"T_period {self.T_period}: every period must be positive")
+        self.eta_min = float(eta_min)
+        super().__init__(optimizer, restarts, weights, warmup_iter, last_epoch)
+
+    def _lr(self, base: float, e: int) -> float:
+        if e <= 0:
+            return base
+        k, r, w = self._restart(e)
+        period = self.T_period[k]
+        return self.eta_min + (w * base - self.eta_min) * (1 + math.cos(math.pi * (e - r) / period)) / 2
+
+
+@SCHEDULERS.register()
+class MultiStepLR_Restart(_RestartScheduler):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        milestones: Sequence[int],
+        restarts: Sequence[int] | None = None,
+        weights: Sequence[float] | None = None,
+        gamma: float = 0.1,
+        warmup_iter: int = -1,
+        last_epoch: int = -1,
+    ) -> None:
+        self.milestones = sorted(int(m) for m in milestones)
+        self.gamma = float(gamma)
+        super().__init__(optimizer, restarts, weights, warmup_iter, last_epoch)
+
+    def _lr(self, base: float, e: int) -> float:
+        _, r, w = self._restart(e)
+        passed = bisect.bisect_right(self.milestones, e) - bisect.bisect_right(self.milestones, r)
+        return base * w * self.gamma**passed
+
+
+def build_scheduler(optimizer: Optimizer, train: dict) -> LRScheduler:
+    """The scheduler of a validated ``train`` options section (``lr_scheme`` and its keys)."""
+    scheme = train["lr_scheme"]
+    try:
+        cls = SCHEDULERS.get(scheme)
+    except KeyError as exc:
+        raise ValueError(f"train.lr_scheme: {exc.args[0]}") from None
+    if train.get("clear_state"):
+        raise ValueError("train.clear_state: clearing the optimiser state at restarts is not supported")
+    common = {
+        "restarts": train.get("restarts"),
+        "weights": train.get("restart_weights"),
+        "warmup_iter": train.get("warmup_iter", -1),
+    }
+    if cls is CosineAnnealingLR_Restart:
+        return cls(optimizer, train["T_period"], eta_min=train.get("eta_min", 0.0), **common)
+    return cls(optimizer, train["lr_steps"], gamma=train.get("lr_gamma", 0.1), **common)
