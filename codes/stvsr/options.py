@@ -62,6 +62,7 @@ SCHEMA: dict[str, Any] = {
         "strict_load": (bool, True),
         "resume_state": ((str, type(None)), None),
         "experiments_root": ((str, type(None)), None),
+        "demo_data": ((str, type(None)), None),  # build the demo set there first (stvsr.data.demo)
     },
     "train": {
         "lr_G": (float, REQUIRED),
@@ -97,7 +98,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 DATASET_PATH_KEYS = ("dataroot_GT", "dataroot_LQ", "cache_keys", "list_file")
-PATH_KEYS = ("pretrain_model_G", "resume_state")
+PATH_KEYS = ("pretrain_model_G", "resume_state", "demo_data")
 
 
 def _nearest(key: str, valid: Sequence[str]) -> str:

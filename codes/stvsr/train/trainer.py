@@ -161,6 +161,10 @@ class Trainer:
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
 
+        if opt["path"].get("demo_data"):
+            from stvsr.data.demo import ensure_demo_data
+
+            ensure_demo_data(opt["path"]["demo_data"])
         dopt = opt["datasets"]["train"]
         self.train_set = build_dataset(dopt)
         self.batch_size = int(dopt.get("batch_size", 1))
@@ -240,12 +244,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- validation
     @torch.no_grad()
-    def validate(self) -> float:
-        """Mean over validation samples of the mean PSNR-Y (dB) of their output frames."""
+    def validate(self, net: torch.nn.Module | None = None) -> float:
+        """Mean over validation samples of the mean PSNR-Y (dB) of their output frames (of ``net``, default the
+        model being trained)."""
         from stvsr.eval.metrics import calculate_psnr, quantize
 
-        self.net.eval()
-        divisor = int(getattr(self.net, "size_divisor", 1))
+        model = self.net if net is None else net
+        model.eval()
+        divisor = int(getattr(model, "size_divisor", 1))
         scores = []
         for i in range(len(self.val_set)):
             sample = self.val_set[i]
@@ -254,12 +260,18 @@ class Trainer:
             ph, pw = (-h) % divisor, (-w) % divisor
             if ph or pw:
                 lqs = F.pad(lqs.flatten(0, 1), (0, pw, 0, ph)).unflatten(0, lqs.shape[:2])
-            out = self.net(lqs)[0, ..., : sample["GT"].shape[-2], : sample["GT"].shape[-1]]
+            out = model(lqs)[0, ..., : sample["GT"].shape[-2], : sample["GT"].shape[-1]]
             out_np = quantize(out.float().cpu().permute(0, 2, 3, 1).numpy())
             gt_np = quantize(sample["GT"].permute(0, 2, 3, 1).numpy())
             scores.append(np.mean([calculate_psnr(o, g, 0, test_y_channel=True) for o, g in zip(out_np, gt_np)]))
         self.net.train()
         return float(np.mean(scores))
+
+    def validate_baseline(self) -> float:
+        """PSNR-Y of the trivial baseline (bicubic x4, intermediate frames the mean of their neighbours)."""
+        from stvsr.archs import build_arch
+
+        return self.validate(build_arch({"which_model_G": "bicubic"}).to(self.device))
 
     # ---------------------------------------------------------------- loop
     def _step(self, batch: dict[str, Any]) -> float:
@@ -403,11 +415,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = trainer.train()
+        logger.info("Done: iteration %d, last loss %.4e", result["iter"], result["loss"])
+        if trainer.val_set is not None:
+            val_freq = opt["train"]["val_freq"]
+            fresh = result["psnr_y"] is not None and val_freq and result["iter"] % val_freq == 0
+            psnr = result["psnr_y"] if fresh else trainer.validate()
+            baseline = trainer.validate_baseline()
+            logger.info(
+                "Validation PSNR-Y: model %.4f dB, bicubic baseline %.4f dB (%+.4f dB) on %d samples",
+                psnr,
+                baseline,
+                psnr - baseline,
+                len(trainer.val_set),
+            )
     except TrainingStopped as exc:
         logger.error("%s", exc)
         return 1
     finally:
         trainer.close()
-    psnr = "" if result["psnr_y"] is None else f", validation PSNR-Y {result['psnr_y']:.4f} dB"
-    logger.info("Done: iteration %d, last loss %.4e%s", result["iter"], result["loss"], psnr)
     return 0

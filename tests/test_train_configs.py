@@ -1,0 +1,39 @@
+"""The shipped training configs validate and carry the official recipes (specs/models.md 3.6, 4.6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stvsr import options
+
+CONFIGS = Path(__file__).resolve().parents[1] / "options" / "train"
+
+
+@pytest.mark.parametrize("name", ["train_zsm", "train_stdan", "train_zsm_demo"])
+def test_config_validates(name):
+    opt = options.load(CONFIGS / f"{name}.yml")
+    assert opt["datasets"]["train"]["mode"] == "Vimeo7"
+    assert Path(opt["path"]["experiments_root"]).name == opt["name"]
+
+
+@pytest.mark.parametrize(
+    ("name", "lr", "batch", "arch"), [("train_zsm", 4e-4, 16, "LunaTokis"), ("train_stdan", 2e-4, 18, "STTrans2")]
+)
+def test_official_recipes(name, lr, batch, arch):
+    opt = options.load(CONFIGS / f"{name}.yml")
+    tr = opt["train"]
+    assert opt["network_G"]["which_model_G"] == arch and opt["datasets"]["train"]["batch_size"] == batch
+    assert (tr["lr_G"], tr["beta1"], tr["beta2"], tr["niter"]) == (lr, 0.9, 0.99, 600000)
+    assert tr["lr_scheme"] == "CosineAnnealingLR_Restart" and tr["T_period"] == [150000] * 4
+    assert tr["restarts"] == [150000, 300000, 450000] and tr["restart_weights"] == [1, 1, 1]
+    assert tr["eta_min"] == 1e-7 and tr["warmup_iter"] == -1 and tr["scheduler_order"] == "before"
+    assert (tr["pixel_criterion"], tr["pixel_reduction"], tr["pixel_weight"], tr["manual_seed"]) == (
+        "cb",
+        "sum",
+        1.0,
+        0,
+    )
+    d = opt["datasets"]["train"]
+    assert (d["GT_size"], d["LQ_size"], d["N_frames"], d["use_flip"], d["use_rot"]) == (128, 32, 7, True, True)
