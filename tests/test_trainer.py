@@ -151,3 +151,19 @@ def test_cli_reports_option_errors(tmp_path, data, capsys):
     models = tmp_path / "run" / "experiments" / "tiny" / "models"
     assert sorted(p.name for p in models.iterdir()) == ["iter_00000002.pth", "iter_00000003.pth"]
     assert "Resumed from" in capsys.readouterr().out
+
+
+def test_validation_on_a_folder_of_clips(tmp_path, data):
+    """datasets.val may be a Vid4-style folder (VideoFolder 7-frame windows, LR made from GT)."""
+    _, raw = base_options(tmp_path, data, val_freq=1, niter=1)
+    raw["datasets"]["val"] = {
+        "mode": "VideoFolder",
+        "dataroot_GT": str(data / "sequences" / "00001"),
+        "degradation": "BI",
+        "window": 7,
+    }
+    trainer = Trainer(options.validate(raw, None))
+    result = trainer.train()
+    baseline = trainer.validate_baseline()
+    trainer.close()
+    assert len(trainer.val_set) == 5 and 5.0 < result["psnr_y"] < 60.0 and 5.0 < baseline < 60.0
