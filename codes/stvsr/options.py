@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import copy
 import datetime
-import difflib
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from stvsr.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +102,6 @@ DATASET_PATH_KEYS = ("dataroot_GT", "dataroot_LQ", "cache_keys", "list_file")
 PATH_KEYS = ("pretrain_model_G", "resume_state", "demo_data")
 
 
-def _nearest(key: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.5)
-    if not close:
-        lowered = {v.lower(): v for v in valid}
-        close = [lowered[m] for m in difflib.get_close_matches(str(key).lower(), list(lowered), n=1, cutoff=0.5)]
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
 def _type_name(types: Any) -> str:
     types = types if isinstance(types, tuple) else (types,)
     names = {int: "integer", float: "number", str: "string", bool: "true/false", list: "list", dict: "mapping"}
@@ -145,7 +138,7 @@ def _validate_section(opt: Any, schema: Mapping[str, Any], prefix: str) -> dict[
     for key in opt:
         if key not in schema:
             raise OptionsError(
-                f"{prefix}{key}: unknown key.{_nearest(key, list(schema))} Valid keys here: {', '.join(schema)}"
+                f"{prefix}{key}: unknown key.{did_you_mean(key, list(schema))} Valid keys here: {', '.join(schema)}"
             )
     out: dict[str, Any] = {}
     for key, spec in schema.items():
@@ -163,22 +156,13 @@ def _validate_section(opt: Any, schema: Mapping[str, Any], prefix: str) -> dict[
 
 
 def _check_network(net: Mapping[str, Any]) -> None:
-    from stvsr.archs import ARCHS
+    """The model's own checks (stvsr.archs.arch_arguments), before any work starts."""
+    from stvsr.archs import arch_arguments
 
-    name = net.get("which_model_G")
-    if name is None:
-        raise OptionsError(f"network_G.which_model_G: required key is missing (one of {', '.join(ARCHS)})")
     try:
-        cls = ARCHS.get(str(name))
-    except KeyError as exc:
-        raise OptionsError(f"network_G.which_model_G: {exc.args[0]}") from None
-    accepted = ["which_model_G", *getattr(cls, "config_keys", {}), *getattr(cls, "config_ignored", ())]
-    for key in net:
-        if key not in accepted:
-            raise OptionsError(f"network_G.{key}: unknown key for {cls.__name__}.{_nearest(key, accepted)}")
-    missing = [k for k in getattr(cls, "config_required", ()) if k not in net]
-    if missing:
-        raise OptionsError(f"network_G: required key(s) missing for {cls.__name__}: {', '.join(missing)}")
+        arch_arguments(net)
+    except (TypeError, ValueError) as exc:
+        raise OptionsError(str(exc)) from None
 
 
 def _check_dataset(block: Mapping[str, Any], phase: str) -> None:
@@ -198,7 +182,7 @@ def _check_dataset(block: Mapping[str, Any], phase: str) -> None:
     valid = ["mode", *LOADER_KEYS, *schema, *(COMMON_SCHEMA if issubclass(cls, _VimeoBase) else {})]
     for key in block:
         if key not in valid:
-            raise OptionsError(f"datasets.{phase}.{key}: unknown key for {cls.__name__}.{_nearest(key, valid)}")
+            raise OptionsError(f"datasets.{phase}.{key}: unknown key for {cls.__name__}.{did_you_mean(key, valid)}")
 
 
 def parse_value(text: str) -> Any:
@@ -287,19 +271,26 @@ def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = No
     return opt
 
 
-def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Read, override (``--set``), validate and resolve an options file."""
+def read_mapping(file: Path) -> dict[str, Any]:
+    """An existing YAML file whose top level is a mapping, as a dict; OptionsError naming the file otherwise."""
     import yaml
 
-    file = Path(path)
-    if not file.is_file():
-        raise OptionsError(f"options file not found: {file}")
     try:
         raw = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as exc:
         raise OptionsError(f"{file}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise OptionsError(f"{file}: expected a mapping at the top level")
+    return raw
+
+
+def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read, override (``--set``), validate and resolve an options file."""
+
+    file = Path(path)
+    if not file.is_file():
+        raise OptionsError(f"options file not found: {file}")
+    raw = read_mapping(file)
     apply_overrides(raw, overrides)
     try:
         return validate(raw, file)

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+def did_you_mean(name: object, candidates: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the candidate closest to ``name`` (case-insensitive second try), or ''."""
+    candidates = list(candidates)
+    close = difflib.get_close_matches(str(name), candidates, n=1, cutoff=0.5)
+    if not close:  # 'Front_RBs' -> 'front_RBs'
+        lowered = {c.lower(): c for c in candidates}
+        close = [lowered[m] for m in difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.5)]
+    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 class Registry:
@@ -41,8 +51,7 @@ class Registry:
         if name in self._aliases:
             return self._aliases[name]
         known = sorted([*self._items, *self._aliases])
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, known)
         raise KeyError(f"Unknown {self.kind} '{name}'.{hint} Known: {', '.join(known) or '(none)'}")
 
     def get(self, name: str) -> Callable:

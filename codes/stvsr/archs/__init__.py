@@ -12,15 +12,14 @@ architecture class declares:
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
-from stvsr.registry import ARCHS
+from stvsr.registry import ARCHS, did_you_mean
 
 from . import bicubic, stdan, zsm  # noqa: F401  registers bicubic, LunaTokis (zsm) and STTrans2 (stdan)
 from .stdan import STTrans2
@@ -28,15 +27,7 @@ from .zsm import LunaTokis
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ARCHS", "LunaTokis", "STTrans2", "build_arch", "count_parameters", "stdan", "zsm"]
-
-
-def _nearest(name: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    if not close:  # case-insensitive second chance: 'Front_RBs' -> 'front_RBs'
-        lowered = {c.lower(): c for c in candidates}
-        close = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)]
-    return f" Did you mean '{close[0]}'?" if close else ""
+__all__ = ["ARCHS", "LunaTokis", "STTrans2", "arch_arguments", "build_arch", "count_parameters", "stdan", "zsm"]
 
 
 def _check_value(arch: str, key: str, value: Any, default: Any) -> None:
@@ -57,13 +48,13 @@ def _check_value(arch: str, key: str, value: Any, default: Any) -> None:
         raise ValueError(f"{where}: expected a non-negative {kind}")
 
 
-def build_arch(network_G: Mapping[str, Any]) -> nn.Module:
-    """Build the model described by a ``network_G`` options dict, as the official configs write it.
+def arch_arguments(network_G: Mapping[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
+    """The architecture class named by a ``network_G`` options dict and its constructor arguments.
 
     ``which_model_G`` names the architecture (official name or alias, e.g. ``LunaTokis`` / ``zsm``,
     ``STTrans2`` / ``stdan``); the other keys are that architecture's ``config_keys``. An unknown key, a
     missing required key or a value of the wrong kind raises a ``ValueError`` that names the key (and the
-    nearest valid one for a typo).
+    nearest valid one for a typo). Builds nothing: the options validator calls it too.
     """
     if not isinstance(network_G, Mapping):
         raise TypeError(f"network_G must be a mapping of options, got {type(network_G).__name__}")
@@ -80,7 +71,7 @@ def build_arch(network_G: Mapping[str, Any]) -> nn.Module:
     for key in options:
         if key not in accepted:
             raise ValueError(
-                f"network_G.{key}: unknown key for {arch}.{_nearest(key, list(accepted))} "
+                f"network_G.{key}: unknown key for {arch}.{did_you_mean(key, accepted)} "
                 f"Valid keys: which_model_G, {', '.join(accepted)}"
             )
     missing = [key for key in cls.config_required if key not in options]
@@ -100,11 +91,17 @@ def build_arch(network_G: Mapping[str, Any]) -> nn.Module:
     ignored = [key for key in options if key in cls.config_ignored]
     if ignored:
         logger.debug("network_G keys with no effect on %s: %s", arch, ", ".join(ignored))
+    return cls, kwargs
+
+
+def build_arch(network_G: Mapping[str, Any]) -> nn.Module:
+    """Build the model described by a ``network_G`` options dict (checked by :func:`arch_arguments`)."""
+    cls, kwargs = arch_arguments(network_G)
     try:
         model = cls(**kwargs)
     except ValueError as exc:
         raise ValueError(f"network_G: {exc}") from None
-    logger.info("Built %s (%s parameters)", arch, f"{count_parameters(model):,}")
+    logger.info("Built %s (%s parameters)", cls.__name__, f"{count_parameters(model):,}")
     return model
 
 

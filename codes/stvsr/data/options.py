@@ -6,9 +6,10 @@ a missing required key is an error, and nothing silently turns into None.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
+
+from stvsr.registry import did_you_mean
 
 from .io import DataError
 
@@ -25,8 +26,7 @@ def resolve_options(opt: Mapping[str, Any], schema: Mapping[str, Any], dataset: 
     known = {**LOADER_KEYS, **schema}
     for key in opt:
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(key, known)
             raise DataError(f"{dataset}: unknown option '{key}'.{hint} Valid: {', '.join(sorted(known))}")
     merged = {key: opt.get(key, default) for key, default in known.items()}
     missing = [key for key, value in merged.items() if value is REQUIRED]

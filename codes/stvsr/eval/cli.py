@@ -8,7 +8,6 @@ count or size mismatch, checkpoint for another architecture) is reported before 
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from stvsr.registry import did_you_mean
 
 from .evaluator import EvalError, check_clips, evaluate_clips
 from .protocol import Protocol, atomic_write_text
@@ -37,24 +38,21 @@ PATH_KEYS = ("pretrain_model_G", "strict_load", "results_root")
 def _unknown(section: str, options: Mapping[str, Any], valid: Sequence[str]) -> None:
     for key in options:
         if key not in valid:
-            close = difflib.get_close_matches(str(key), list(valid), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(key, valid)
             raise EvalError(f"{section}{key}: unknown option.{hint} Valid: {', '.join(valid)}")
 
 
 def load_yaml(path: str, valid_keys: Sequence[str]) -> dict[str, Any]:
     """A YAML options file as a dict; unknown top-level keys are errors naming the nearest valid one."""
-    import yaml
+    from stvsr.options import OptionsError, read_mapping
 
     file = Path(path)
     if not file.is_file():
         raise EvalError(f"-opt {path}: no such file")
     try:
-        opt = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise EvalError(f"-opt {path}: not valid YAML: {exc}") from None
-    if not isinstance(opt, dict):
-        raise EvalError(f"-opt {path}: expected a mapping at the top level")
+        opt = read_mapping(file)
+    except OptionsError as exc:
+        raise EvalError(f"-opt {exc}") from None
     _unknown(f"{path}: ", opt, valid_keys)
     return opt
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import io
 import math
 import os
@@ -30,6 +29,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from stvsr.registry import did_you_mean
 
 __all__ = [
     "METRICS",
@@ -117,8 +118,7 @@ class Protocol:
         names = [f.name for f in dataclasses.fields(cls)]
         for key in options:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
+                hint = did_you_mean(key, names)
                 raise ValueError(f"protocol.{key}: unknown key.{hint} Valid keys: {', '.join(names)}")
         degradation = options.get("degradation")
         if isinstance(degradation, str):
