@@ -21,7 +21,8 @@ from torch import nn
 
 from stvsr.registry import ARCHS, did_you_mean
 
-from . import bicubic, stdan, zsm  # noqa: F401  registers bicubic, LunaTokis (zsm) and STTrans2 (stdan)
+from . import bicubic, msitf, stdan, zsm  # noqa: F401  registers bicubic, LunaTokis, STTrans2, Net (MSITF)
+from . import safa  # noqa: F401  registers SAFA (safa)
 from .stdan import STTrans2
 from .zsm import LunaTokis
 

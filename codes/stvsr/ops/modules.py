@@ -5,11 +5,13 @@
 | ``DCNv2``            | its own input                  | conv_offset_mask   | uniform +-1/sqrt(n)  |
 | ``DCNSep``           | a separate feature ``feat``    | conv_offset_mask   | uniform +-1/sqrt(n)  |
 | ``DCNv2Pack``        | a separate feature ``feat``    | conv_offset        | kaiming_uniform relu |
+| ``DCNSepBounded``    | a separate feature ``feat``    | conv_offset        | uniform +-1/sqrt(n)  |
 | ``DeformableSampling`` | a separate feature ``feat``  | conv_offset_mask   | (no weight)          |
 
 The offset conv has 3*G*kh*kw outputs, split in three: the first two thirds are the offsets (kept
 in order, so interleaved (dy, dx)), the last third goes through a sigmoid to give the mask. It is
-zero-initialised: at init every offset is 0 and every mask 0.5.
+zero-initialised: at init every offset is 0 and every mask 0.5. ``DCNSepBounded`` (MSITF) also bounds
+the offsets to +-10 px by ``10 * tanh``.
 """
 
 from __future__ import annotations
@@ -168,6 +170,42 @@ class DCNv2Pack(DCNSep):
         nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+
+
+class DCNSepBounded(DCNSep):
+    """MSITF's ``DCN_sep`` (mmcv-style class over ``torchvision.ops.deform_conv2d``): as ``DCNSep`` with the
+    offset conv named ``conv_offset`` (zero-initialised) and offsets ``offset_bound * tanh(.)``, 10 by default.
+
+    Main weight uniform +-1/sqrt(C*kh*kw), bias 0, as ``DCNSep`` (``specs/models.md`` section 1.3).
+    """
+
+    offset_conv_name = "conv_offset"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        deformable_groups: int = 1,
+        bias: bool = True,
+        offset_in_channels: int | None = None,
+        offset_bound: float | None = 10.0,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            deformable_groups,
+            bias,
+            offset_in_channels,
+            offset_bound,
+        )
 
 
 class DeformableSampling(_OffsetMaskHead):
