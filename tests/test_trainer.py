@@ -128,7 +128,7 @@ def test_exact_resume(tmp_path, data):
 def test_loss_guard_stops(tmp_path, data):
     opt, _ = base_options(tmp_path, data, max_bad_steps=2)
     trainer = Trainer(opt)
-    trainer.criterion = lambda out, gt: (out - gt).sum() * float("nan")
+    trainer.pixel_loss = lambda out, gt: (out - gt).sum() * float("nan")
     before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
     with pytest.raises(TrainingStopped, match="2 non-finite losses in a row"):
         trainer.train()

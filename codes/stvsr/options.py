@@ -90,11 +90,20 @@ SCHEMA: dict[str, Any] = {
         "ft_tsa_only": (int, 0),
         "max_bad_steps": (int, 5),
         "scheduler_order": (str, "before"),
+        "feature_criterion": ((str, type(None)), None),  # 'vgg19': perceptual loss (STARnet), local weights
+        "feature_weight": (float, 1.0),
+        "feature_weights_path": ((str, type(None)), None),
+        "ema_decay": ((float, type(None)), None),  # e.g. 0.999: keep an EMA of the weights, validate it
+        "amp": ((str, type(None)), None),  # 'bf16' | 'fp16' mixed precision (CUDA)
+        "channels_last": (bool, False),
+        "deterministic": (bool, False),
+        "find_unused_parameters": (bool, False),  # DDP: models with parameters that get no gradient
     },
     "logger": {
         "print_freq": (int, 100),
         "save_checkpoint_freq": (int, 5000),
         "keep_checkpoints": (int, 5),
+        "val_images": (int, 3),  # validation samples shown in TensorBoard as [bicubic | output | GT]
     },
 }
 
@@ -228,6 +237,14 @@ def _resolve_path(value: str | None, base: Path | None, root: Path) -> str | Non
     return str((root / p).resolve())
 
 
+def _check_choice(section: Mapping[str, Any], key: str, choices: Sequence[Any]) -> None:
+    if section[key] not in choices:
+        names = ", ".join("null" if c is None else repr(c) for c in choices)
+        raise OptionsError(
+            f"train.{key}: {section[key]!r} is not one of {names}.{did_you_mean(section[key], [c for c in choices if c])}"
+        )
+
+
 def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = None) -> dict[str, Any]:
     """A validated, resolved options dict from the raw (YAML) mapping."""
     opt = _validate_section(raw, SCHEMA, "")
@@ -238,10 +255,17 @@ def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = No
     tr = opt["train"]
     if tr["niter"] < 1:
         raise OptionsError("train.niter: must be >= 1")
-    if tr["optim"] not in ("Adam", "AdamW"):
-        raise OptionsError(f"train.optim: {tr['optim']!r} is not one of 'Adam', 'AdamW'")
-    if tr["scheduler_order"] not in ("before", "after"):
-        raise OptionsError(f"train.scheduler_order: {tr['scheduler_order']!r} is not one of 'before', 'after'")
+    _check_choice(tr, "optim", ("Adam", "AdamW", "Adamax"))
+    _check_choice(tr, "amp", (None, "bf16", "fp16"))
+    _check_choice(tr, "feature_criterion", (None, "vgg19"))
+    if tr["feature_criterion"] and not tr["feature_weights_path"]:
+        raise OptionsError(
+            "train.feature_weights_path: required by feature_criterion vgg19 (a local VGG19 weights file; "
+            "weights are not downloaded at run time)"
+        )
+    if tr["ema_decay"] is not None and not 0.0 < tr["ema_decay"] < 1.0:
+        raise OptionsError(f"train.ema_decay: {tr['ema_decay']} is not in (0, 1)")
+    _check_choice(tr, "scheduler_order", ("before", "after"))
     if tr["lr_scheme"] == "CosineAnnealingLR_Restart" and not tr["T_period"]:
         raise OptionsError("train.T_period: required by lr_scheme CosineAnnealingLR_Restart")
     if tr["lr_scheme"] == "MultiStepLR_Restart" and tr["lr_steps"] is None:
@@ -258,6 +282,7 @@ def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = No
         for key in DATASET_PATH_KEYS:
             if isinstance(block.get(key), str) and not (key == "cache_keys" and "/" not in block[key]):
                 block[key] = _resolve_path(block[key], base, root)
+    tr["feature_weights_path"] = _resolve_path(tr["feature_weights_path"], base, root)
     for key in PATH_KEYS:
         if key == "resume_state" and opt["path"][key] == "auto":
             continue

@@ -1,22 +1,33 @@
-"""Single-process training loop driven by validated options (:mod:`stvsr.options`), CPU or GPU.
+"""The training loop driven by validated options (:mod:`stvsr.options`): CPU or GPU, one process or many.
 
 Data flows one way: options -> ``stvsr.data.build_dataset`` / ``stvsr.archs.build_arch`` -> this loop ->
 checkpoints (one atomic file per save) -> validation with PSNR-Y (``stvsr.eval.metrics``).
 
 - Scheduler stepped "before" the optimiser (Zooming Slow-Mo, STDAN): iteration ``i`` (1-based) uses ``lr(i)``;
   ``train.scheduler_order: after`` gives ``lr(i - 1)`` (RSTT).
+- Loss: ``pixel_weight * pixel_criterion(output, GT)`` (+ ``feature_weight * feature_criterion`` when set), or the
+  architecture's own ``training_loss(output, gt, pixel, feature)`` when it defines one (pair models that
+  supervise more than the common output, e.g. SAFA's [0, t, 1] frames or STARnet's auxiliary outputs).
 - Loss guard: a non-finite loss skips the optimiser step with a warning; ``train.max_bad_steps`` in a row stop
   the run with :class:`TrainingStopped` (the checkpoints already written are untouched).
 - Checkpoint ``models/iter_<iteration>.pth``: ``params`` (the model's state_dict, which ``load_official`` and
-  ``codes/test.py`` read directly), ``optimizer``, ``scheduler``, ``iter``, ``epoch``, ``rng`` (Python, NumPy,
-  torch, CUDA) and the resolved ``options``; the last ``logger.keep_checkpoints`` are kept.
-- Exact resume: the training order is a permutation seeded by ``(manual_seed, epoch)``, so a resumed run
-  starts inside the epoch where the saved one stopped without reading the skipped samples, and the RNG states
-  are restored; with ``n_workers: 0`` a resumed run equals the uninterrupted one bit for bit (CPU).
+  ``codes/test.py`` read directly), ``params_ema`` (with ``train.ema_decay``), ``optimizer``, ``scheduler``,
+  ``scaler`` (fp16), ``iter``, ``epoch``, ``rng`` / ``rng_ranks`` (Python, NumPy, torch, CUDA of every process)
+  and the resolved ``options``; the last ``logger.keep_checkpoints`` are kept.
+- Exact resume: the order and the augmentation draws of the samples are a function of ``(manual_seed, epoch,
+  place in the epoch)`` (:mod:`stvsr.train.sampling`), so a resumed run starts inside the epoch where the
+  saved one stopped without reading the skipped samples; with the RNG states restored, a resumed run equals
+  the uninterrupted one bit for bit on CPU, with any ``n_workers``.
+- Distributed (``--launcher pytorch`` under ``torchrun``): DistributedDataParallel; ``datasets.train.batch_size``
+  is the **total** over all processes (each takes ``batch_size / world_size``) and one step computes the
+  gradient of the single-process step on that batch (a sum-reduced loss is scaled by ``world_size`` because
+  DDP averages gradients); only rank 0 logs, validates and saves.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import math
 import os
@@ -25,18 +36,19 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from stvsr import options as options_mod
 
+from .distributed import DistInfo, barrier, gather_objects, init_distributed, shutdown, sum_over_ranks
 from .losses import build_loss
+from .sampling import EpochSampler, SeededSamples
 from .schedulers import build_scheduler
 
 logger = logging.getLogger("stvsr.train")
@@ -46,29 +58,6 @@ CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
 
 class TrainingStopped(RuntimeError):
     """The run stopped on purpose (e.g. too many non-finite losses in a row); the message says why."""
-
-
-class EpochSampler(Sampler[int]):
-    """Indices of one epoch: a permutation seeded by (seed, epoch), starting at ``start`` (to resume inside it)."""
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
-        self.n, self.seed, self.shuffle = n, seed, shuffle
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def _order(self) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.n))
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return torch.randperm(self.n, generator=g).tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._order()[self.start :])
-
-    def __len__(self) -> int:
-        return max(self.n - self.start, 0)
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -127,18 +116,72 @@ def _tensorboard(log_dir: Path, enabled: bool):
     return SummaryWriter(log_dir=str(log_dir / "tb_logger"))
 
 
+class Weighted(torch.nn.Module):
+    """``weight * loss(x, y)``: the callables handed to an architecture's ``training_loss``."""
+
+    def __init__(self, loss: torch.nn.Module, weight: float) -> None:
+        super().__init__()
+        self.loss, self.weight = loss, weight
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.weight * self.loss(x, y)
+
+
+def _build_feature_loss(tr: dict[str, Any]) -> Weighted | None:
+    if not tr["feature_criterion"]:
+        return None
+    from .perceptual import VGGFeatureLoss
+
+    return Weighted(VGGFeatureLoss(tr["feature_weights_path"]), tr["feature_weight"])
+
+
+def _resolve_device(name: str, dist_info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist_info.local_rank)
+    return device
+
+
+class EMA:
+    """Exponential moving average of the weights: ``ema = decay * ema + (1 - decay) * weights`` after every step
+    (floating buffers averaged too, integer buffers copied)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        source = model.state_dict()
+        for name, value in self.model.state_dict().items():
+            if value.is_floating_point():
+                value.lerp_(source[name], 1.0 - self.decay)
+            else:
+                value.copy_(source[name])
+
+
 class Trainer:
     """Builds everything from the options, then :meth:`train` runs to ``train.niter`` (or ``stop_at``)."""
 
-    def __init__(self, opt: dict[str, Any], resume: str | os.PathLike | None = None) -> None:
-
+    def __init__(
+        self, opt: dict[str, Any], resume: str | os.PathLike | None = None, dist_info: DistInfo | None = None
+    ) -> None:
         self.opt = opt
+        self.dist = dist_info or DistInfo()
         resume = resume if resume is not None else opt["path"]["resume_state"]
         if resume == "auto":
             resume = find_latest_checkpoint(opt["path"]["models"])
-        self.exp_dir = options_mod.prepare_experiment(opt, resume=resume is not None)
+        if self.dist.is_main:
+            self.exp_dir = options_mod.prepare_experiment(opt, resume=resume is not None)
+            self._log_handlers = _setup_logging(self.exp_dir, opt["name"])
+        else:  # rank > 0: warnings and errors only
+            self.exp_dir = Path(opt["path"]["experiments_root"])
+            self._log_handlers = []
+            logger.setLevel(logging.WARNING)
+        barrier(self.dist)
         self.models_dir = Path(opt["path"]["models"])
-        self._log_handlers = _setup_logging(self.exp_dir, opt["name"])
         self.tb = None
         try:
             self._build(opt, resume)
@@ -146,69 +189,122 @@ class Trainer:
             self.close()
             raise
 
+    # ---------------------------------------------------------------- construction
     def _build(self, opt: dict[str, Any], resume: str | os.PathLike | None) -> None:
-        from stvsr.archs import build_arch
-        from stvsr.checkpoint import load_official
-        from stvsr.data import build_dataset
-
         tr = opt["train"]
-        device = opt.get("device", "auto")
-        self.device = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-        )
+        self.device = _resolve_device(opt.get("device", "auto"), self.dist)
+        self._set_determinism(tr["deterministic"])
         self.seed = tr["manual_seed"] if tr["manual_seed"] is not None else random.randint(1, 10000)
         random.seed(self.seed)
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
-
-        if opt["path"].get("demo_data"):
-            from stvsr.data.demo import ensure_demo_data
-
-            ensure_demo_data(opt["path"]["demo_data"])
-        dopt = opt["datasets"]["train"]
-        self.train_set = build_dataset(dopt)
-        self.batch_size = int(dopt.get("batch_size", 1))
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(f"datasets.train: {len(self.train_set)} samples, fewer than batch_size {self.batch_size}")
-        self.sampler = EpochSampler(len(self.train_set), self.seed, bool(dopt.get("use_shuffle", True)))
-        workers = int(dopt.get("n_workers", 0))
-        self.loader = DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            sampler=self.sampler,
-            num_workers=workers,
-            drop_last=True,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            # the loader's base seed comes from its own generator, not the global torch RNG, so that starting
-            # an iterator in the middle of an epoch (resume) draws nothing the uninterrupted run does not
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-        self.iters_per_epoch = len(self.train_set) // self.batch_size
-        vopt = opt["datasets"].get("val")
-        self.val_set = build_dataset(vopt) if vopt else None
-
-        self.net = build_arch(opt["network_G"]).to(self.device)
-        if opt["path"]["pretrain_model_G"] and resume is None:
-            load_official(self.net, opt["path"]["pretrain_model_G"], strict=opt["path"]["strict_load"])
-            logger.info("Loaded pretrained weights from %s", opt["path"]["pretrain_model_G"])
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        optim_cls = torch.optim.AdamW if tr["optim"] == "AdamW" else torch.optim.Adam
-        self.optimizer = optim_cls(
-            params, lr=tr["lr_G"], weight_decay=tr["weight_decay_G"], betas=(tr["beta1"], tr["beta2"])
-        )
-        self.scheduler = build_scheduler(self.optimizer, tr)
-        self.criterion = build_loss(tr["pixel_criterion"], tr["pixel_reduction"]).to(self.device)
+        self._build_data(opt)
+        self._build_model(opt, resume)
         self.iter = 0
         self.epoch = 0
         if resume is not None:
             self.load_checkpoint(resume)
-        self.tb = _tensorboard(self.exp_dir, bool(opt.get("use_tb_logger", True)))
+        if self.dist.is_main:
+            self.tb = _tensorboard(self.exp_dir, bool(opt.get("use_tb_logger", True)))
+
+    def _set_determinism(self, deterministic: bool) -> None:
+        if not deterministic:
+            if self.device.type == "cuda":
+                torch.backends.cudnn.benchmark = True
+            return
+        # cuBLAS needs this before its first use to be deterministic (CUDA >= 10.2)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.device.type == "cuda":
+            logger.warning(
+                "train.deterministic: the CUDA deformable-convolution backward accumulates with atomics, so runs "
+                "with DCN models still differ in the last bits on GPU (CPU runs are bit-exact)"
+            )
+
+    def _build_data(self, opt: dict[str, Any]) -> None:
+        from stvsr.data import build_dataset
+
+        if opt["path"].get("demo_data"):
+            from stvsr.data.demo import ensure_demo_data
+
+            if self.dist.is_main:
+                ensure_demo_data(opt["path"]["demo_data"])
+            barrier(self.dist)
+        dopt = opt["datasets"]["train"]
+        self.train_set = build_dataset(dopt)
+        self.batch_size = int(dopt.get("batch_size", 1))  # the total over all processes
+        world = self.dist.world_size
+        if self.batch_size % world:
+            raise ValueError(
+                f"datasets.train.batch_size {self.batch_size} is the total batch and must be divisible by the "
+                f"number of processes ({world})"
+            )
+        per_rank = self.batch_size // world
+        self.sampler = EpochSampler(
+            self.train_set, world, self.dist.rank, bool(dopt.get("use_shuffle", True)), seed=self.seed
+        )
+        if self.sampler.num_samples < per_rank:
+            raise ValueError(f"datasets.train: {len(self.train_set)} samples, fewer than batch_size {self.batch_size}")
+        workers = int(dopt.get("n_workers", 0))
+        self.loader = DataLoader(
+            SeededSamples(self.train_set),
+            batch_size=per_rank,
+            sampler=self.sampler,
+            num_workers=workers,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
+        self.iters_per_epoch = self.sampler.num_samples // per_rank
+        vopt = opt["datasets"].get("val")
+        self.val_set = build_dataset(vopt) if vopt and self.dist.is_main else None
+
+    def _build_model(self, opt: dict[str, Any], resume: str | os.PathLike | None) -> None:
+        from stvsr.archs import build_arch
+        from stvsr.checkpoint import load_official
+
+        tr = opt["train"]
+        self.model = build_arch(opt["network_G"]).to(self.device)
+        if tr["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if opt["path"]["pretrain_model_G"] and resume is None:
+            load_official(self.model, opt["path"]["pretrain_model_G"], strict=opt["path"]["strict_load"])
+            logger.info("Loaded pretrained weights from %s", opt["path"]["pretrain_model_G"])
+        self.net = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=tr["find_unused_parameters"],
+            )
+        self.ema = EMA(self.model, tr["ema_decay"]) if tr["ema_decay"] else None
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optim_cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "Adamax": torch.optim.Adamax}[tr["optim"]]
+        self.optimizer = optim_cls(
+            params, lr=tr["lr_G"], weight_decay=tr["weight_decay_G"], betas=(tr["beta1"], tr["beta2"])
+        )
+        self.scheduler = build_scheduler(self.optimizer, tr)
+        self.pixel_loss = Weighted(build_loss(tr["pixel_criterion"], tr["pixel_reduction"]), tr["pixel_weight"])
+        self.feature_loss = _build_feature_loss(tr)
+        if self.feature_loss is not None:
+            self.feature_loss.to(self.device)
+        # DDP averages the processes' gradients; a summed loss times world_size gives the one-process gradient
+        self.loss_scale = float(self.dist.world_size) if tr["pixel_reduction"] == "sum" else 1.0
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tr["amp"] or "")
+        if self.amp_dtype is not None and self.device.type != "cuda":
+            raise ValueError(
+                f"train.amp: {tr['amp']} mixed precision needs a CUDA device; this run is on {self.device}"
+            )
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
 
     # ---------------------------------------------------------------- checkpoints
-    def checkpoint_state(self) -> dict[str, Any]:
-        return {
-            "params": self.net.state_dict(),
+    def checkpoint_state(self, rng_ranks: list[Any] | None = None) -> dict[str, Any]:
+        state = {
+            "params": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "iter": self.iter,
@@ -216,12 +312,23 @@ class Trainer:
             "rng": get_rng_state(),
             "options": self.opt,
         }
+        if rng_ranks is not None and len(rng_ranks) > 1:
+            state["rng_ranks"] = rng_ranks
+        if self.ema is not None:
+            state["params_ema"] = self.ema.model.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
-    def save_checkpoint(self) -> Path:
-        self.models_dir.mkdir(parents=True, exist_ok=True)
+    def save_checkpoint(self) -> Path | None:
+        """Every process calls it (the RNG states of all are gathered); rank 0 writes."""
+        rng_ranks = gather_objects(get_rng_state(), self.dist)
         path = self.models_dir / f"iter_{self.iter:08d}.pth"
+        if not self.dist.is_main:
+            return None
+        self.models_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.checkpoint_state(), tmp)
+        torch.save(self.checkpoint_state(rng_ranks), tmp)
         os.replace(tmp, path)
         keep = self.opt["logger"]["keep_checkpoints"]
         found = sorted((int(m.group(1)), p) for p in self.models_dir.iterdir() if (m := CKPT_RE.match(p.name)))
@@ -235,37 +342,68 @@ class Trainer:
         missing = [k for k in ("params", "optimizer", "scheduler", "iter", "epoch", "rng") if k not in state]
         if missing:
             raise ValueError(f"{path}: not a training checkpoint of stvsr (missing {', '.join(missing)})")
-        self.net.load_state_dict(state["params"])
+        self.model.load_state_dict(state["params"])
+        if self.ema is not None:
+            if "params_ema" not in state:
+                raise ValueError(f"{path}: train.ema_decay is set but the checkpoint holds no EMA weights")
+            self.ema.model.load_state_dict(state["params_ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.iter, self.epoch = int(state["iter"]), int(state["epoch"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        set_rng_state(ranks[self.dist.rank] if ranks and len(ranks) == self.dist.world_size else state["rng"])
         logger.info("Resumed from %s (iteration %d, epoch %d)", path, self.iter, self.epoch)
 
     # ---------------------------------------------------------------- validation
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validated and reported: the EMA when ``train.ema_decay`` is set."""
+        return self.ema.model if self.ema is not None else self.model
+
     @torch.no_grad()
-    def validate(self, net: torch.nn.Module | None = None) -> float:
-        """Mean over validation samples of the mean PSNR-Y (dB) of their output frames (of ``net``, default the
-        model being trained)."""
+    def validate(self, net: torch.nn.Module | None = None, images: int = 0) -> float:
+        """Mean over validation samples of the mean PSNR-Y (dB) of their output frames (of ``net``, default
+        :attr:`eval_model`); the first ``images`` samples' middle frames go to TensorBoard as
+        [bicubic baseline | output | GT]."""
         from stvsr.eval.metrics import calculate_psnr, quantize
 
-        model = self.net if net is None else net
+        model = self.eval_model if net is None else net
+        was_training = model.training
         model.eval()
-        divisor = int(getattr(model, "size_divisor", 1))
         scores = []
         for i in range(len(self.val_set)):
             sample = self.val_set[i]
-            lqs = sample["LQs"][None].to(self.device)
-            h, w = lqs.shape[-2:]
-            ph, pw = (-h) % divisor, (-w) % divisor
-            if ph or pw:
-                lqs = F.pad(lqs.flatten(0, 1), (0, pw, 0, ph)).unflatten(0, lqs.shape[:2])
-            out = model(lqs)[0, ..., : sample["GT"].shape[-2], : sample["GT"].shape[-1]]
+            out = self._predict(model, sample["LQs"], sample["GT"].shape[-2:])
             out_np = quantize(out.float().cpu().permute(0, 2, 3, 1).numpy())
             gt_np = quantize(sample["GT"].permute(0, 2, 3, 1).numpy())
             scores.append(np.mean([calculate_psnr(o, g, 0, test_y_channel=True) for o, g in zip(out_np, gt_np)]))
-        self.net.train()
+            if i < images and self.tb is not None:
+                self._log_triplet(sample, out_np, gt_np)
+        model.train(was_training)
         return float(np.mean(scores))
+
+    def _predict(self, model: torch.nn.Module, lqs: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """``model`` on one sample's LR frames, zero-padded to its size divisor and cropped back to ``size``."""
+        lqs = lqs[None].to(self.device)
+        divisor = int(getattr(model, "size_divisor", 1))
+        h, w = lqs.shape[-2:]
+        ph, pw = (-h) % divisor, (-w) % divisor
+        if ph or pw:
+            lqs = F.pad(lqs.flatten(0, 1), (0, pw, 0, ph)).unflatten(0, lqs.shape[:2])
+        with self._autocast():
+            return model(lqs)[0, ..., : size[0], : size[1]]
+
+    def _log_triplet(self, sample: dict[str, Any], out_np: np.ndarray, gt_np: np.ndarray) -> None:
+        from stvsr.archs import build_arch
+        from stvsr.eval.metrics import quantize
+
+        middle = out_np.shape[0] // 2
+        bicubic = self._predict(build_arch({"which_model_G": "bicubic"}), sample["LQs"], sample["GT"].shape[-2:])
+        base = quantize(bicubic[middle].float().cpu().permute(1, 2, 0).numpy())
+        triplet = np.concatenate([base, out_np[middle], gt_np[middle]], axis=1)
+        self.tb.add_image(f"val/{sample.get('key', 'sample')}", triplet, self.iter, dataformats="HWC")
 
     def validate_baseline(self) -> float:
         """PSNR-Y of the trivial baseline (bicubic x4, intermediate frames the mean of their neighbours)."""
@@ -274,20 +412,47 @@ class Trainer:
         return self.validate(build_arch({"which_model_G": "bicubic"}).to(self.device))
 
     # ---------------------------------------------------------------- loop
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _loss(self, out: Any, gt: torch.Tensor) -> torch.Tensor:
+        hook = getattr(self.model, "training_loss", None)
+        if hook is not None:
+            return hook(out, gt, self.pixel_loss, self.feature_loss)
+        loss = self.pixel_loss(out, gt)
+        if self.feature_loss is not None:
+            loss = loss + self.feature_loss(out, gt)
+        return loss
+
     def _step(self, batch: dict[str, Any]) -> float:
+        """One optimiser step; returns the loss of the whole (all-process) batch, NaN/inf if skipped."""
         tr = self.opt["train"]
         lqs = batch["LQs"].to(self.device, non_blocking=True)
         gt = batch["GT"].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.net(lqs)
-        loss = tr["pixel_weight"] * self.criterion(out, gt)
-        value = float(loss.detach())
+        with self._autocast():
+            out = self.net(lqs)
+            loss = self._loss(out, gt).float() * self.loss_scale
+        # every process must agree to skip, or DDP's gradient all-reduce would wait forever
+        value = sum_over_ranks(float(loss.detach()), self.dist) / self.dist.world_size
         if not math.isfinite(value):
             return value
-        loss.backward()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
         if tr["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), tr["grad_clip"])
-        self.optimizer.step()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr["grad_clip"])
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return value
 
     def train(self, stop_at: int | None = None) -> dict[str, Any]:
@@ -298,9 +463,10 @@ class Trainer:
         end = min(tr["niter"], stop_at) if stop_at is not None else tr["niter"]
         self.net.train()
         logger.info(
-            "Training %s on %s: %d samples, batch %d, %d iterations/epoch, iterations %d -> %d",
+            "Training %s on %s x %d process(es): %d samples, batch %d, %d iterations/epoch, iterations %d -> %d",
             self.opt["name"],
             self.device,
+            self.dist.world_size,
             len(self.train_set),
             self.batch_size,
             self.iters_per_epoch,
@@ -308,7 +474,9 @@ class Trainer:
             end,
         )
         bad, last_loss, last_psnr = 0, float("nan"), None
-        bar = tqdm(total=end, initial=self.iter, desc="train", dynamic_ncols=True, disable=None)
+        bar = tqdm(
+            total=end, initial=self.iter, desc="train", dynamic_ncols=True, disable=None if self.dist.is_main else True
+        )
         before = tr["scheduler_order"] == "before"
         try:
             while self.iter < end:
@@ -316,7 +484,7 @@ class Trainer:
                 if in_epoch >= self.iters_per_epoch:
                     self.epoch += 1
                     in_epoch = 0
-                self.sampler.set_epoch(self.epoch, in_epoch * self.batch_size)
+                self.sampler.set_epoch(self.epoch, in_epoch * (self.batch_size // self.dist.world_size))
                 t_data = time.perf_counter()
                 for batch in self.loader:
                     data_time = time.perf_counter() - t_data
@@ -351,7 +519,7 @@ class Trainer:
                         self.tb.add_scalar("time/iter", iter_time, self.iter)
                         self.tb.add_scalar("time/data", data_time, self.iter)
                     if self.val_set is not None and tr["val_freq"] and self.iter % tr["val_freq"] == 0:
-                        last_psnr = self.validate()
+                        last_psnr = self.validate(images=log_opt["val_images"])
                         logger.info("Iteration %d: validation PSNR-Y %.4f dB", self.iter, last_psnr)
                         if self.tb is not None:
                             self.tb.add_scalar("val/psnr_y", last_psnr, self.iter)
@@ -366,6 +534,23 @@ class Trainer:
                 self.tb.flush()
         return {"iter": self.iter, "loss": last_loss, "psnr_y": last_psnr}
 
+    def report(self, result: dict[str, Any]) -> None:
+        """Log the final validation PSNR-Y of the model next to the bicubic baseline's (rank 0, with a val set)."""
+        if self.val_set is None:
+            return
+        val_freq = self.opt["train"]["val_freq"]
+        fresh = result["psnr_y"] is not None and val_freq and result["iter"] % val_freq == 0
+        psnr = result["psnr_y"] if fresh else self.validate()
+        baseline = self.validate_baseline()
+        logger.info(
+            "Validation PSNR-Y: model %.4f dB, bicubic baseline %.4f dB (%+.4f dB) on %d samples%s",
+            psnr,
+            baseline,
+            psnr - baseline,
+            len(self.val_set),
+            " (EMA weights)" if self.ema is not None else "",
+        )
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
@@ -375,7 +560,8 @@ class Trainer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python codes/train.py -opt options/train/train_zsm.yml [--set train.lr_G=1e-4] [--auto_resume]``."""
+    """``python codes/train.py -opt options/train/train_zsm.yml [--set train.lr_G=1e-4] [--auto_resume]``;
+    ``torchrun --nproc_per_node=N codes/train.py -opt ... --launcher pytorch`` for several processes."""
     import argparse
 
     p = argparse.ArgumentParser(description="Train a space-time video super-resolution model from a YAML file.")
@@ -394,43 +580,43 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="resume from the latest checkpoint of the experiment, if any",
     )
-    p.add_argument("--launcher", choices=["none", "pytorch"], default="none")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--launcher",
+        choices=["none", "pytorch"],
+        default="none",
+        help="'pytorch': one of several processes started by torchrun (DistributedDataParallel)",
+    )
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.launcher != "none":
-        print("error: distributed training (--launcher pytorch) is not implemented yet", file=sys.stderr)
-        return 2
     try:
         opt = options_mod.load(args.opt, args.overrides)
     except options_mod.OptionsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        use_cuda = _resolve_device(opt.get("device", "auto"), DistInfo()).type == "cuda"
+        dist_info = init_distributed(args.launcher, args.local_rank, use_cuda)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    opt["dist"] = dist_info.enabled
     resume = "auto" if args.auto_resume else None
     if resume == "auto" and find_latest_checkpoint(opt["path"]["models"]) is None:
         resume = None
     try:
-        trainer = Trainer(opt, resume=resume)
+        trainer = Trainer(opt, resume=resume, dist_info=dist_info)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:  # DataError, CheckpointMismatchError
         print(f"error: {exc}", file=sys.stderr)
+        shutdown(dist_info)
         return 2
     try:
         result = trainer.train()
         logger.info("Done: iteration %d, last loss %.4e", result["iter"], result["loss"])
-        if trainer.val_set is not None:
-            val_freq = opt["train"]["val_freq"]
-            fresh = result["psnr_y"] is not None and val_freq and result["iter"] % val_freq == 0
-            psnr = result["psnr_y"] if fresh else trainer.validate()
-            baseline = trainer.validate_baseline()
-            logger.info(
-                "Validation PSNR-Y: model %.4f dB, bicubic baseline %.4f dB (%+.4f dB) on %d samples",
-                psnr,
-                baseline,
-                psnr - baseline,
-                len(trainer.val_set),
-            )
+        trainer.report(result)
     except TrainingStopped as exc:
         logger.error("%s", exc)
         return 1
     finally:
         trainer.close()
+        shutdown(dist_info)
     return 0
