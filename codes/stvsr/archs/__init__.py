@@ -23,6 +23,7 @@ from stvsr.registry import ARCHS, did_you_mean
 
 from . import bicubic, msitf, stdan, zsm  # noqa: F401  registers bicubic, LunaTokis, STTrans2, Net (MSITF)
 from . import safa  # noqa: F401  registers SAFA (safa)
+from . import starnet  # noqa: F401  registers STARnet (starnet)
 from .stdan import STTrans2
 from .zsm import LunaTokis
 
