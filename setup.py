@@ -77,6 +77,7 @@ setup(
         "opencv-python-headless",
         "lmdb",
         "scikit-image",
+        "av",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={
@@ -85,6 +86,7 @@ setup(
             "stvsr-generate-lr = stvsr.data.make_lr:main",
             "stvsr-create-lmdb = stvsr.data.make_lmdb:main",
             "stvsr-make-demo-data = stvsr.data.demo:main",
+            "stvsr-infer = stvsr.infer.cli:main",
         ]
     },
     cmdclass={"build_py": BuildPyWithDcnSources},

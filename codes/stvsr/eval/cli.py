@@ -96,15 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge YAML options and flags into one flat settings dict."""
-    opt = load_options(args.opt)
-    dataset = dict(next(iter((opt.get("datasets") or {"test": {}}).values())) or {})
-    network = dict(opt.get("network_G") or {})
-    paths = dict(opt.get("path") or {})
-    protocol = dict(opt.get("protocol") or {})
-    if args.model:
-        if network and network.get("which_model_G") not in (None, args.model):
+def choose_network(
+    network: dict[str, Any], paths: dict[str, Any], opt: dict[str, Any], model: str | None
+) -> dict[str, Any]:
+    """The YAML's ``network_G``, or the official one of ``--model`` (``model``) when that names another model:
+    then the YAML's checkpoint (``paths``) and run name (``opt``) no longer apply and are dropped, in place."""
+    if model:
+        if network and network.get("which_model_G") not in (None, model):
             network = {}  # another model than the YAML's: its network_G and checkpoint no longer apply
             paths.pop("pretrain_model_G", None)
             opt.pop("name", None)
@@ -112,13 +110,24 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             from stvsr.archs import ARCHS
 
             try:
-                canonical = ARCHS.canonical(args.model)
+                canonical = ARCHS.canonical(model)
             except KeyError as exc:
                 raise EvalError(f"--model: {exc.args[0]}") from None
             network = dict(OFFICIAL_NETWORKS.get(canonical, {}))
-        network["which_model_G"] = args.model
+        network["which_model_G"] = model
     if not network.get("which_model_G"):
         raise EvalError("no model: give --model (e.g. bicubic, zsm, stdan) or -opt with network_G.which_model_G")
+    return network
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge YAML options and flags into one flat settings dict."""
+    opt = load_options(args.opt)
+    dataset = dict(next(iter((opt.get("datasets") or {"test": {}}).values())) or {})
+    network = dict(opt.get("network_G") or {})
+    paths = dict(opt.get("path") or {})
+    protocol = dict(opt.get("protocol") or {})
+    network = choose_network(network, paths, opt, args.model)
     for key in ("dataroot_GT", "dataroot_LQ", "degradation", "clips"):
         if getattr(args, key) is not None:
             dataset[key] = getattr(args, key)

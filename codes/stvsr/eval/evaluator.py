@@ -9,7 +9,7 @@ as the official ``tensor2img`` does, and scores each frame once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from .tiling import tiled_forward
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalError", "check_clips", "evaluate_clips", "score_frame"]
+__all__ = ["EvalError", "check_clips", "evaluate_clips", "score_frame", "window_runner"]
 
 
 class EvalError(RuntimeError):
@@ -74,6 +74,24 @@ def score_frame(output: np.ndarray, gt: np.ndarray, crop_border: int = 0) -> dic
     }
 
 
+def window_runner(
+    model: Callable[[torch.Tensor], torch.Tensor], protocol: Protocol, divisor: int, scale: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One LR window (B, N, 3, h, w) -> the model's output, padded to the model's multiple (and cropped back),
+    on overlapping tiles when ``protocol.tile`` is set. ``model`` is any callable with the model contract
+    (``stvsr.infer`` passes a time-factor forward)."""
+
+    def run_tile(x: torch.Tensor) -> torch.Tensor:
+        return run_padded(model, x, protocol, divisor)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if protocol.tile is None:
+            return run_tile(x)
+        return tiled_forward(run_tile, x, protocol.tile, protocol.tile_overlap, scale)
+
+    return run
+
+
 @torch.no_grad()
 def evaluate_clips(
     model: nn.Module,
@@ -93,15 +111,7 @@ def evaluate_clips(
     results = Results(protocol, model_name, divisor)
     model.eval()
     device = torch.device(device)
-
-    def run_tile(x: torch.Tensor) -> torch.Tensor:
-        return run_padded(model, x, protocol, divisor)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if protocol.tile is None:
-            return run_tile(x)
-        return tiled_forward(run_tile, x, protocol.tile, protocol.tile_overlap, scale)
-
+    run = window_runner(model, protocol, divisor, scale)
     bar = None
     if progress:
         from tqdm import tqdm

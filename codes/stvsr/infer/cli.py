@@ -1,0 +1,131 @@
+"""``stvsr-infer`` / ``codes/infer.py``: upsample a video (or a folder of frames) with a model.
+
+    stvsr-infer --input in.mp4 --output out.mp4 --model LunaTokis --checkpoint ckpt.pth
+    stvsr-infer -opt options/test/infer_zsm.yml --input in.mp4 --output out.mp4 --tile 64
+    stvsr-infer --input frames/ --fps 24 --output out_frames/ --model bicubic
+
+Options come from flags, from a YAML file (``-opt``: an inference YAML such as ``options/test/infer_zsm.yml``,
+whose ``infer:`` section holds the flags below with underscores, or a test YAML, of which ``network_G``,
+``path.pretrain_model_G`` and ``device`` are used), or both (flags win). The model is built and its checkpoint
+checked exactly as ``codes/test.py`` does (:func:`stvsr.eval.cli.build_model`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from stvsr.eval.cli import TOP_KEYS, EvalError, _unknown, build_model, choose_network, load_yaml
+
+from .engine import DEFAULT_WINDOW, PRECISIONS, infer_video
+from .media import InferError
+
+logger = logging.getLogger("stvsr.infer")
+
+# keys of the ``infer:`` section of an -opt YAML, with their defaults (the flags of the same names)
+INFER_DEFAULTS: dict[str, Any] = {
+    "input": None,
+    "output": None,
+    "window": DEFAULT_WINDOW,
+    "time_factor": 2,
+    "keep_frame_rate": False,
+    "tile": None,
+    "tile_overlap": 16,
+    "precision": "fp32",
+    "fps": None,
+    "codec": None,
+    "crf": 18,
+    "pix_fmt": "yuv420p",
+    "audio": True,
+    "overwrite": False,
+}
+YAML_KEYS = (*TOP_KEYS, "infer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stvsr-infer",
+        description="Space-time super-resolution of a video file or a folder of frames (x4 space, x2 time).",
+    )
+    p.add_argument("-opt", "--opt", help="YAML options (options/test/infer_*.yml, or a test YAML for its model)")
+    p.add_argument("-i", "--input", help="input video file, or folder of frames (naturally sorted)")
+    p.add_argument("-o", "--output", help="output video file (.mp4, .mkv, .mov, .webm, .avi) or folder of PNGs")
+    p.add_argument("--model", help="architecture (LunaTokis/zsm, STTrans2/stdan, bicubic); official settings")
+    p.add_argument("--checkpoint", help="weights (.pth), any official or framework format")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_const", const="fp16", dest="precision", help="float16 (CUDA)")
+    precision.add_argument("--bf16", action="store_const", const="bf16", dest="precision", help="bfloat16 (CUDA)")
+    p.add_argument("--tile", type=int, help="run on overlapping LR tiles of this size (bounds memory)")
+    p.add_argument("--tile-overlap", type=int, help="tile overlap in LR pixels (default 16)")
+    p.add_argument("--window", type=int, help=f"LR frames per model call (default {DEFAULT_WINDOW})")
+    p.add_argument("--time-factor", type=int, help="output frames per input interval: 2 (all), 4 or 8 (SAFA)")
+    p.add_argument(
+        "--keep-frame-rate", action="store_true", default=None, help="output at the input rate (slow motion)"
+    )
+    p.add_argument("--fps", type=float, help="input frame rate (folders: default 25; overrides a video's)")
+    p.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
+    p.add_argument("--crf", type=int, help="quality for x264/x265/vp9/av1 (default 18; 0 = lossless x264)")
+    p.add_argument("--pix-fmt", help="encoded pixel format (default yuv420p)")
+    p.add_argument("--no-audio", action="store_false", default=None, dest="audio", help="do not copy audio")
+    p.add_argument("-y", "--overwrite", action="store_true", default=None, help="replace an existing output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge the YAML (if any) and the flags into one settings dict."""
+    opt = load_yaml(args.opt, YAML_KEYS) if args.opt else {}
+    infer = dict(opt.get("infer") or {})
+    _unknown(f"{args.opt}: infer.", infer, list(INFER_DEFAULTS))
+    paths = dict(opt.get("path") or {})
+    network = choose_network(dict(opt.get("network_G") or {}), paths, opt, args.model)
+    settings = {**INFER_DEFAULTS, **infer}
+    for key in INFER_DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    if args.checkpoint is not None:
+        paths["pretrain_model_G"] = args.checkpoint
+    for key in ("input", "output"):
+        if not settings[key]:
+            raise EvalError(f"no {key}: give --{key} (a video file or a folder of frames)")
+    if settings["precision"] not in PRECISIONS:
+        raise EvalError(f"infer.precision {settings['precision']!r}: use one of {', '.join(PRECISIONS)}")
+    settings.update(
+        network=network,
+        checkpoint=paths.get("pretrain_model_G"),
+        strict=bool(paths.get("strict_load", True)),
+        device=args.device or opt.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"),
+        progress=not args.no_progress,
+    )
+    if settings["device"] == "auto":
+        settings["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = resolve(args)
+        device = torch.device(settings["device"])
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EvalError(f"--device {settings['device']}: CUDA is not available here (use --device cpu)")
+        model = build_model(settings)
+        kwargs = {k: settings[k] for k in INFER_DEFAULTS if k not in ("input", "output")}
+        report = infer_video(model, settings["input"], settings["output"], device=device,
+                             progress=settings["progress"], **kwargs)  # fmt: skip
+    except (EvalError, InferError) as exc:
+        print(f"stvsr-infer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stvsr-infer: interrupted (no output written)", file=sys.stderr)
+        return 130
+    print(report.describe())
+    return 0
