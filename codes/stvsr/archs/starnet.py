@@ -385,7 +385,8 @@ class STARnetPair(nn.Module):
     """``fbpn_sr_rbpn_v4_ref.Net``: flow refinement by the shared U-Net, then the V4 core (native call)."""
 
     def __init__(self, base_filter: int = 256, feat: int = 64, num_stages: int = 3, n_resblock: int = 5,
-                 scale_factor: int = 4, rbpn_resblocks: int = 5, unet_nf: int = 64, unet_depth: int = 5) -> None:  # fmt: skip
+                 scale_factor: int = 4, rbpn_resblocks: int = 5, unet_nf: int = 64, unet_depth: int = 5,
+                 refine_flow: bool = True) -> None:  # fmt: skip
         super().__init__()
         for name, value in (("base_filter", base_filter), ("feat", feat), ("num_stages", num_stages),
                             ("unet_nf", unet_nf)):  # fmt: skip
@@ -394,17 +395,18 @@ class STARnetPair(nn.Module):
         self.model = STARV4(base_filter, feat, num_stages, n_resblock, scale_factor, rbpn_resblocks)
         self.flow_net = FlowUNet(8, 2, unet_nf, unet_depth)
         self.upscale = scale_factor
-        self.min_size = 2**unet_depth  # the U-Net's max-pools reach 0 px below this
+        self.refine_flow = bool(refine_flow)  # False: the first official stage (V4 core alone; U-Net unused)
+        self.min_size = 2**unet_depth if refine_flow else 1  # the U-Net's max-pools reach 0 px below this
 
     def forward(self, t_im1: torch.Tensor, t_im2: torch.Tensor, t_flow_f: torch.Tensor, t_flow_b: torch.Tensor,
                 train: bool = True) -> tuple:  # fmt: skip
         """Official semantics: inputs ImageNet-normalised, flows in network units (see module docstring)."""
         # in eval mode both refinements run as one U-Net batch (identical results, BatchNorm uses its running
         # statistics); in train mode two calls, as the official code (each call's own batch statistics)
-        if self.flow_net.training:
+        if self.refine_flow and self.flow_net.training:
             t_flow_f = t_flow_f + self.flow_net(torch.cat((t_flow_f, t_im1, t_im2), 1))
             t_flow_b = t_flow_b + self.flow_net(torch.cat((t_flow_b, t_im2, t_im1), 1))
-        else:
+        elif self.refine_flow:
             both = self.flow_net(torch.cat((torch.cat((t_flow_f, t_im1, t_im2), 1),
                                             torch.cat((t_flow_b, t_im2, t_im1), 1)), 0))  # fmt: skip
             t_flow_f, t_flow_b = t_flow_f + both[: len(t_flow_f)], t_flow_b + both[len(t_flow_f) :]
@@ -443,6 +445,8 @@ class STARnet(STARnetPair):
         base_filter, feat, num_stages, n_resblock, scale_factor: ``fbpn_sr_rbpn_v4_ref.Net`` (256, 64, 3, 5, 4).
         rbpn_resblocks: ResnetBlocks per RBPN branch (official 5, fixed in its code; smaller for tiny models).
         unet_nf, unet_depth: flow U-Net base width and number of max-pools (official 64, 5).
+        refine_flow: False skips the U-Net (the official first stage trains the V4 core alone, ``main.py``); its
+            parameters stay in the state_dict. With it off the flow loss is off too.
         flow: flow provider name (``'dis'``: OpenCV DIS, MEDIUM preset); ``model.flow_provider`` may be replaced
             by any :class:`~stvsr.archs.flow.FlowProvider` (e.g. a pyflow wrapper).
         key_frames: ``'left'`` or ``'mean'`` (see the module docstring).
@@ -460,6 +464,7 @@ class STARnet(STARnetPair):
         "rbpn_resblocks": "rbpn_resblocks",
         "unet_nf": "unet_nf",
         "unet_depth": "unet_depth",
+        "refine_flow": "refine_flow",
         "flow": "flow",
         "key_frames": "key_frames",
         "flow_loss_weight": "flow_loss_weight",
@@ -469,8 +474,10 @@ class STARnet(STARnetPair):
 
     def __init__(self, base_filter: int = 256, feat: int = 64, num_stages: int = 3, n_resblock: int = 5,
                  scale_factor: int = 4, rbpn_resblocks: int = 5, unet_nf: int = 64, unet_depth: int = 5,
-                 flow: str = "dis", key_frames: str = "left", flow_loss_weight: float = 0.1) -> None:  # fmt: skip
-        super().__init__(base_filter, feat, num_stages, n_resblock, scale_factor, rbpn_resblocks, unet_nf, unet_depth)
+                 refine_flow: bool = True, flow: str = "dis", key_frames: str = "left",
+                 flow_loss_weight: float = 0.1) -> None:  # fmt: skip
+        super().__init__(base_filter, feat, num_stages, n_resblock, scale_factor, rbpn_resblocks, unet_nf, unet_depth,
+                         refine_flow)  # fmt: skip
         if key_frames not in ("left", "mean"):
             raise ValueError(f"STARnet: key_frames must be 'left' or 'mean', got {key_frames!r}")
         self.flow_provider: FlowProvider = build_flow_provider(flow) if flow else DISFlow()
@@ -561,7 +568,7 @@ class STARnet(STARnetPair):
                 loss = loss + w * stage_w * pixel(pred, target_n)
                 if feature is not None:
                     loss = loss + w * stage_w * feature(denormalize(pred), target)
-        if self.flow_loss_weight > 0:
+        if self.flow_loss_weight > 0 and self.refine_flow:
             lq_t = targets["lt"].clamp(0, 1)
             gt_f = self.network_flow(out.lq1, lq_t) + self.network_flow(lq_t, out.lq2)
             gt_b = self.network_flow(out.lq2, lq_t) + self.network_flow(lq_t, out.lq1)
