@@ -271,6 +271,26 @@ def test_time_factor(clip: Path, clip_frames: list[np.ndarray], tmp_path: Path, 
     np.testing.assert_array_equal(got, ref)
 
 
+def test_safa_time_factor_4(clip: Path, tmp_path: Path) -> None:
+    """The real SAFA (tiny, random) through the command: --time-factor 4 gives 4(N-1)+1 frames at 4x the rate,
+    with the audio kept (same duration)."""
+    import yaml
+
+    from stvsr.archs import ARCHS
+
+    if "SAFA" not in ARCHS:
+        pytest.skip("SAFA is not in this checkout")
+    network = {"which_model_G": "safa", "nf": 8, "block_num": 2, "depth": 1, "last_RBs": 1, "head_nf": 8}
+    save_state_dict(build_arch(network), tmp_path / "safa.pth")
+    opt = tmp_path / "safa.yml"
+    opt.write_text(yaml.safe_dump({"network_G": network, "path": {"pretrain_model_G": str(tmp_path / "safa.pth")}}))
+    out = tmp_path / "safa.mp4"
+    assert _run("-opt", opt, "-i", clip, "-o", out, "--time-factor", 4, "--device", "cpu") == 0
+    frames, facts = _decode(out)
+    assert len(frames) == 4 * (N - 1) + 1 and facts["rate"] == 4 * RATE and facts["size"] == (4 * LR_W, 4 * LR_H)
+    assert facts["audio"] == "aac"
+
+
 # ---------------------------------------------------------------------------------------------- memory
 
 
@@ -363,5 +383,7 @@ def test_single_window_short_clip_and_errors_keep_no_partial(clip: Path, tmp_pat
         write_image(src / f"{i}.png", frame)
     report = infer_video(build_arch({"which_model_G": "bicubic"}), src, tmp_path / "o.mp4", progress=False)
     assert (report.input_frames, report.output_frames, report.windows) == (3, 5, 1)
+    # frames carry no colour matrix: the output says which one converted them (BT.601, limited range)
+    assert _decode(tmp_path / "o.mp4")[1]["color"] == {**BT709, "colorspace": 5, "color_primaries": 2, "color_trc": 2}
     with pytest.raises(InferError, match="tile-overlap"):
         infer_video(build_arch({"which_model_G": "bicubic"}), src, tmp_path / "p.mp4", tile=8, tile_overlap=8)

@@ -42,9 +42,10 @@ __all__ = [
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 DEFAULT_FOLDER_FPS = Fraction(25)
 UNSPECIFIED = 2  # AVCOL_PRI/TRC/SPC_UNSPECIFIED
+BT601 = 5  # AVCOL_SPC_BT470BG: the BT.601 matrix, swscale's default
+LIMITED = 1  # AVCOL_RANGE_MPEG ("tv")
 # AVColorSpace (what streams and frames carry) -> the swscale matrix used to convert RGB to YUV
 SWS_COLORSPACE = {1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
-RANGE_NAMES = {0: "unspecified", 1: "tv (limited)", 2: "pc (full)"}
 
 
 class InferError(RuntimeError):
@@ -305,8 +306,11 @@ class VideoSink:
             for key, attr in (("primaries", "color_primaries"), ("trc", "color_trc"), ("colorspace", "colorspace")):
                 if color.get(key, UNSPECIFIED) not in (0, UNSPECIFIED):
                     setattr(cc, attr, color[key])
-            if color.get("range"):
-                cc.color_range = color["range"]
+            if color.get("colorspace", UNSPECIFIED) in (0, UNSPECIFIED):
+                # no matrix in the input: RGB -> YUV uses swscale's default (BT.601); say so, or players would
+                # guess BT.709 for the HD output
+                cc.colorspace = BT601
+            cc.color_range = color.get("range") or LIMITED
             self.audio = None
             if audio is not None:
                 try:
@@ -319,8 +323,8 @@ class VideoSink:
         except (av.FFmpegError, ValueError, TypeError) as exc:
             self.abort()
             raise InferError(f"output {self.path}: cannot set up the {codec} encoder ({exc})") from None
-        self.dst_colorspace = SWS_COLORSPACE.get(color.get("colorspace", UNSPECIFIED))
-        self.dst_range = color.get("range") or None
+        self.dst_colorspace = SWS_COLORSPACE.get(color.get("colorspace", UNSPECIFIED), "itu601")
+        self.dst_range = "JPEG" if color.get("range") == 2 else "MPEG"
         self.first_pts = round(info.start_time * info.rate) if info.start_time > 0 else 0
         self.count = 0
 
