@@ -498,6 +498,12 @@ class SAFA(nn.Module):
         """
         if not isinstance(out, SAFATrainOutput):
             raise TypeError("SAFA.training_loss expects the output of forward() in train mode (SAFATrainOutput)")
+        expected = int(out.gt_index[0, 2]) + 1
+        if gt.dim() != 5 or gt.shape[1] != expected:
+            raise ValueError(
+                f"SAFA.training_loss: GT of shape {tuple(gt.shape)}, expected (B, {expected}, 3, H, W): "
+                f"2N-1 frames for N LR frames (the LR frames must be GT frames 0, 2, ..., 2N-2)"
+            )
         rows = torch.arange(gt.shape[0], device=gt.device)[:, None]
         target = gt[rows, out.gt_index.to(gt.device)]  # (B, 3, 3, H, W)
         loss = sum(pixel(out.frames[:, i], target[:, i]) for i in range(3))
