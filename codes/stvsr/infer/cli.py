@@ -23,7 +23,7 @@ import torch
 from stvsr.eval.cli import TOP_KEYS, EvalError, _unknown, build_model, choose_network, load_yaml
 
 from .engine import DEFAULT_WINDOW, PRECISIONS, infer_video
-from .media import InferError
+from .media import InferError, open_source
 
 logger = logging.getLogger("stvsr.infer")
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fps", type=float, help="input frame rate (folders: default 25; overrides a video's)")
     p.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
-    p.add_argument("--crf", type=int, help="quality for x264/x265/vp9/av1 (default 18; 0 = lossless x264)")
+    p.add_argument("--crf", type=int, help="quality for x264/x265/vp9/av1 (default 18; lower is better)")
     p.add_argument("--pix-fmt", help="encoded pixel format (default yuv420p)")
     p.add_argument("--no-audio", action="store_false", default=None, dest="audio", help="do not copy audio")
     p.add_argument("-y", "--overwrite", action="store_true", default=None, help="replace an existing output")
@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = torch.device(settings["device"])
         if device.type == "cuda" and not torch.cuda.is_available():
             raise EvalError(f"--device {settings['device']}: CUDA is not available here (use --device cpu)")
+        open_source(settings["input"]).close()  # an unreadable input is reported before the model is built
         model = build_model(settings)
         kwargs = {k: settings[k] for k in INFER_DEFAULTS if k not in ("input", "output")}
         report = infer_video(model, settings["input"], settings["output"], device=device,
