@@ -101,28 +101,110 @@ def test_trains_validates_and_saves_checkpoints(tmp_path, data):
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trainer.net.state_dict().values()))
 
 
-def test_exact_resume(tmp_path, data):
+def with_workers(opt, workers):
+    opt["datasets"]["train"]["n_workers"] = workers
+    return opt
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_exact_resume(tmp_path, data, workers):
     """2k iterations straight == k, then a fresh process-like Trainer resuming for k (k = 3, and the resume
-    point is inside an epoch: 5 clips, batch 2 -> 2 iterations per epoch)."""
-    opt, _ = base_options(tmp_path / "a", data)
-    straight = Trainer(opt)
+    point is inside an epoch: 5 clips, batch 2 -> 2 iterations per epoch), with random crops and flips, an EMA of
+    the weights, and DataLoader workers (whose assignment of samples differs between the two runs)."""
+    augment = {"use_flip": True, "use_rot": True, "GT_size": 16, "LQ_size": 4}
+    opt, _ = base_options(tmp_path / "a", data, ema_decay=0.9)
+    opt["datasets"]["train"].update(augment)
+    straight = Trainer(with_workers(opt, workers))
     straight.train()
     straight.close()
 
-    opt_b, _ = base_options(tmp_path / "b", data)
-    first = Trainer(opt_b)
+    opt_b, _ = base_options(tmp_path / "b", data, ema_decay=0.9)
+    opt_b["datasets"]["train"].update(augment)
+    first = Trainer(with_workers(opt_b, workers))
     first.train(stop_at=3)
     first.close()
     torch.manual_seed(123)  # whatever happens in between must not matter
     np.random.seed(5)
-    opt_b2, _ = base_options(tmp_path / "b", data)
-    resumed = Trainer(opt_b2, resume="auto")
+    opt_b2, _ = base_options(tmp_path / "b", data, ema_decay=0.9)
+    opt_b2["datasets"]["train"].update(augment)
+    resumed = Trainer(with_workers(opt_b2, workers), resume="auto")
     assert resumed.iter == 3
     resumed.train()
     resumed.close()
-    a, b = straight.net.state_dict(), resumed.net.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    for attr in ("model", "eval_model"):
+        a, b = getattr(straight, attr).state_dict(), getattr(resumed, attr).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
     assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
+    # and the run did change the weights (a resume that trained nothing would pass the comparison too)
+    assert not torch.equal(straight.model.state_dict()["conv_first.weight"], first_weights(opt))
+
+
+def first_weights(opt):
+    from stvsr.archs import build_arch
+
+    torch.manual_seed(opt["train"]["manual_seed"])
+    return build_arch(opt["network_G"]).state_dict()["conv_first.weight"]
+
+
+def test_ema_follows_the_formula(tmp_path, data):
+    """ema_k = d * ema_(k-1) + (1 - d) * w_k, starting from the initial weights."""
+    opt, _ = base_options(tmp_path, data, ema_decay=0.75, niter=2)
+    trainer = Trainer(opt)
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train(stop_at=1)
+    w1 = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train(stop_at=2)
+    trainer.close()
+    for k, w2 in trainer.model.state_dict().items():
+        expected = 0.75 * (0.75 * initial[k] + 0.25 * w1[k]) + 0.25 * w2
+        torch.testing.assert_close(trainer.ema.model.state_dict()[k], expected, rtol=1e-6, atol=1e-7)
+    state = torch.load(find_latest_checkpoint(opt["path"]["models"]), weights_only=True)
+    assert all(torch.equal(state["params_ema"][k], v) for k, v in trainer.ema.model.state_dict().items())
+
+
+def test_architecture_training_loss_hook(tmp_path, data):
+    """An arch's training_loss(output, gt, pixel, feature) replaces pixel(output, gt); pixel carries the weight."""
+    opt, _ = base_options(tmp_path, data, niter=1, pixel_weight=0.5, pixel_criterion="l1", pixel_reduction="mean")
+    trainer = Trainer(opt)
+    seen = {}
+
+    def training_loss(out, gt, pixel, feature):
+        seen.update(out=out.shape, gt=gt.shape, feature=feature)
+        seen["ratio"] = float(pixel(out, gt).detach() / (out - gt).abs().mean().detach())
+        return pixel(out[:, 1], gt[:, 1])
+
+    trainer.model.training_loss = training_loss
+    trainer.train()
+    trainer.close()
+    assert seen["out"] == seen["gt"] == (2, 3, 3, 16, 16) and seen["feature"] is None
+    assert seen["ratio"] == pytest.approx(0.5)
+
+
+def test_tensorboard_scalars_and_image_triplets(tmp_path, data):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, raw = base_options(tmp_path, data, val_freq=2, niter=2)
+    raw["use_tb_logger"] = True
+    raw["logger"]["val_images"] = 2
+    val = {k: v for k, v in raw["datasets"]["train"].items() if k not in ("batch_size", "n_workers")}
+    raw["datasets"]["val"] = {**val, "phase": "val"}
+    trainer = Trainer(options.validate(raw, None))
+    trainer.train()
+    trainer.close()
+    events = EventAccumulator(str(tmp_path / "run" / "experiments" / "tiny" / "tb_logger")).Reload()
+    tags = events.Tags()
+    assert {"loss", "lr", "time/iter", "time/data", "val/psnr_y"} <= set(tags["scalars"])
+    images = sorted(tags["images"])
+    assert len(images) == 2
+    image = events.Images(images[0])[0]
+    assert (image.width, image.height) == (3 * 32, 32)  # [bicubic | output | GT] of the middle frame (32x32)
+
+
+def test_mixed_precision_needs_cuda(tmp_path, data):
+    opt, _ = base_options(tmp_path, data, amp="bf16")
+    with pytest.raises(ValueError, match="train.amp: bf16 mixed precision needs a CUDA device"):
+        Trainer(opt)
 
 
 def test_loss_guard_stops(tmp_path, data):

@@ -1,0 +1,135 @@
+"""Training through the real command in other processes: a 2-process torchrun (gloo, CPU) run ends with the
+weights of a single-process run on the same total batch; a run killed with SIGKILL and restarted with
+``--auto_resume`` ends with the weights of the uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from stvsr import options
+from stvsr.train.trainer import Trainer, find_latest_checkpoint, main
+from test_trainer import base_options, make_vimeo
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "codes" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_vimeo(tmp_path_factory.mktemp("vimeo"), clips=8)
+
+
+def write_options(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "options.yml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "codes"))
+    env.pop("STVSR_ROOT", None)
+    return env
+
+
+def models_dir(root: Path) -> Path:
+    """Where base_options(root, ...) runs save their checkpoints."""
+    return root / "run" / "experiments" / "tiny" / "models"
+
+
+def final_weights(models_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(find_latest_checkpoint(models_dir), weights_only=True)["params"]
+
+
+def test_two_process_gloo_run_equals_one_process(tmp_path, data):
+    """Total batch 4: one process takes 4 samples per step, each of the two takes 2 (the same 4: the epoch's
+    permutation is shared and each sample's augmentation is seeded by its place in it)."""
+    train = {"niter": 4, "T_period": [4], "restarts": None, "restart_weights": None}
+    _, raw = base_options(tmp_path / "ddp", data, **train)
+    raw["datasets"]["train"].update(batch_size=4, use_flip=True, use_rot=True)
+    raw["logger"]["save_checkpoint_freq"] = 2
+    path = write_options(tmp_path, raw)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN)]
+    run = subprocess.run(
+        [*cmd, "-opt", str(path), "--launcher", "pytorch"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "x 2 process(es)" in run.stdout and run.stdout.count("Saved checkpoint") == 2  # rank 0 only
+    distributed = final_weights(models_dir(tmp_path / "ddp"))
+    state = torch.load(find_latest_checkpoint(models_dir(tmp_path / "ddp")), weights_only=True)
+    assert len(state["rng_ranks"]) == 2
+
+    _, raw_one = base_options(tmp_path / "one", data, **train)
+    raw_one["datasets"]["train"].update(batch_size=4, use_flip=True, use_rot=True)
+    single = Trainer(options.validate(raw_one, None))
+    single.train()
+    single.close()
+    initial = Trainer(options.validate(base_options(tmp_path / "init", data, **train)[1], None))
+    initial.close()
+    changed = 0
+    for key, value in single.model.state_dict().items():
+        torch.testing.assert_close(distributed[key], value, rtol=1e-4, atol=1e-6, msg=key)
+        changed += not torch.equal(value, initial.model.state_dict()[key])
+    assert changed > 0
+
+
+def test_launcher_pytorch_outside_torchrun_is_refused(tmp_path, data, capsys, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    _, raw = base_options(tmp_path, data)
+    assert main(["-opt", str(write_options(tmp_path, raw)), "--launcher", "pytorch"]) == 2
+    assert "torchrun --nproc_per_node=N" in capsys.readouterr().err
+
+
+def test_killed_run_resumes_exactly(tmp_path, data):
+    """The training command killed (SIGKILL) after its first checkpoint, then started again with
+    ``--auto_resume``, ends with the weights of a run that was never interrupted."""
+    k = 40
+    train = {"niter": 2 * k, "T_period": [2 * k], "restarts": None, "restart_weights": None}
+    _, raw = base_options(tmp_path / "killed", data, **train)
+    raw["datasets"]["train"].update(use_flip=True, use_rot=True)
+    raw["logger"].update(save_checkpoint_freq=k, print_freq=10)
+    path = write_options(tmp_path, raw)
+    models = models_dir(tmp_path / "killed")
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), "-opt", str(path)],
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (models / f"iter_{k:08d}.pth").exists():
+            assert proc.poll() is None, "the training process ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 240 s"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    latest = find_latest_checkpoint(models)
+    assert int(latest.stem.split("_")[1]) < 2 * k, "the run finished before it was killed: raise k"
+
+    assert main(["-opt", str(path), "--auto_resume"]) == 0
+
+    _, raw_straight = base_options(tmp_path / "straight", data, **train)
+    raw_straight["datasets"]["train"].update(use_flip=True, use_rot=True)
+    straight = Trainer(options.validate(raw_straight, None))
+    straight.train()
+    straight.close()
+    resumed = final_weights(models)
+    assert all(torch.equal(resumed[key], value) for key, value in straight.model.state_dict().items())
