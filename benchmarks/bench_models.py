@@ -4,8 +4,10 @@
                                       [--repeats 3] [--threads N] [--device cpu|cuda] [--json out.json]
 
 Cases (the official sizes):
-  train  one training step at B=2, 4x3x32x32 LR (-> 7x3x128x128): forward, Charbonnier (sum) loss,
-         backward, Adam step; the forward alone is timed too (``fwd`` column, grad enabled)
+  train  one training step at B=2, 4x3x32x32 LR (-> 7x3x128x128): forward, Charbonnier (sum) loss (or the
+         model's own ``training_loss`` around it), backward, Adam step; the forward alone is timed too (``fwd``
+         column, grad enabled). The pair models at their own training shapes: SAFA B=2, 2x3x32x32 (128x128 HR
+         crops), STARnet B=1, 2x3x64x112 (a full Vimeo triplet)
   fwd    inference forward (eval, no grad) at the training shape
   vid4   inference forward at 1x4x3x144x180 (one Vid4 window); zero-padded bottom/right to the model's
          size_divisor first, as the evaluator does (STDAN: 144x184)
@@ -37,8 +39,18 @@ import time
 OFFICIAL = {
     "zsm": {"which_model_G": "LunaTokis", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
     "stdan": {"which_model_G": "STTrans2", "nf": 64, "nframes": 7, "embed_dim": 72},
+    "msitf": {"which_model_G": "MSITF", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
+    "safa": {"which_model_G": "SAFA"},
+    "starnet": {"which_model_G": "STARnet"},
 }
 CASES = {"train": (2, 4, 32, 32), "fwd": (2, 4, 32, 32), "vid4": (1, 4, 144, 180)}
+# the pair models' own training shapes (B, N LR frames, h, w): SAFA 128x128 HR crops (6 per GPU officially),
+# STARnet full Vimeo triplets (one per replica officially)
+MODEL_CASES = {
+    "safa": {"train": (2, 2, 32, 32), "fwd": (2, 2, 32, 32)},
+    "starnet": {"train": (1, 2, 64, 112), "fwd": (1, 2, 64, 112)},
+}
+NO_DCN = {"safa", "starnet"}  # no deformable convolution: one backend row is enough
 OFFICIAL_ZSM_STEP_S = (7.4, 10.7)
 
 
@@ -65,7 +77,7 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     model = build_arch(OFFICIAL[model_name]).to(device)
-    b, n, h, w = CASES[case]
+    b, n, h, w = MODEL_CASES.get(model_name, {}).get(case, CASES[case])
     d = model.size_divisor
     ph, pw = -(-h // d) * d, -(-w // d) * d
     x = torch.rand(b, n, 3, h, w, device=device)
@@ -87,13 +99,21 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
         model.train()
         gt = torch.rand(b, 2 * n - 1, 3, 4 * ph, 4 * pw, device=device)
         opt = torch.optim.Adam(model.parameters(), lr=4e-4, betas=(0.9, 0.99))
+
+        def charbonnier(a, b):
+            return torch.sqrt((a - b) ** 2 + 1e-6).sum()
+
         for i in range(repeats + 1):
             sync()
             start = time.perf_counter()
             out = model(x)
             sync()
             mid = time.perf_counter()
-            loss = torch.sqrt((out - gt) ** 2 + 1e-6).sum()
+            loss = (
+                charbonnier(out, gt)
+                if not hasattr(model, "training_loss")
+                else model.training_loss(out, gt, charbonnier, None)
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -194,7 +214,7 @@ def main() -> None:
         return
     records = []
     for model in args.models:
-        for backend in args.backends:
+        for backend in args.backends[:1] if model in NO_DCN else args.backends:
             for case in args.cases:
                 record = run_one(model, case, backend, args)
                 records.append(record)
