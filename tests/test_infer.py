@@ -202,6 +202,11 @@ def test_frames_out_exact_and_slow_motion(clip: Path, clip_frames: list[np.ndarr
     assert len(frames) == 2 * N - 1 and facts["rate"] == RATE and facts["streams"] == ["video"]
     assert "slow motion" in report.audio and report.output_frames == 2 * N - 1
 
+    webm = tmp_path / "out.webm"  # VP9; WebM cannot hold AAC: the audio is dropped, saying why
+    report = infer_video(build_arch({"which_model_G": "bicubic"}), clip, webm, progress=False)
+    frames, facts = _decode(webm)
+    assert len(frames) == 2 * N - 1 and facts["streams"] == ["video"] and "cannot hold" in report.audio
+
 
 # ----------------------------------------------------------------------------------------- tiny ZSM
 

@@ -244,7 +244,9 @@ def infer_video(
                              if hasattr(source, "container") else None)  # fmt: skip
             out_info.codec = sink.stream.codec_context.name
             if copy_audio is not None:
-                audio_note = f"copied ({info.audio})" if sink.audio is not None else f"dropped ({info.audio})"
+                audio_note = f"copied ({info.audio})"
+                if sink.audio is None:
+                    audio_note = f"dropped ({info.audio}; a {out_path.suffix} file cannot hold it)"
         else:
             sink = FolderSink(out_path, out_info)
             out_info.codec = "png"

@@ -295,6 +295,9 @@ class VideoSink:
             self.container = av.open(str(self.tmp), "w")
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise InferError(f"output {self.path}: cannot be opened for writing ({exc})") from None
+        if codec not in self.container.supported_codecs:
+            self.abort()
+            raise InferError(f"--codec {codec} cannot be stored in a {self.path.suffix} file: choose another codec")
         try:
             self.stream = self.container.add_stream(codec, rate=info.rate)
             self.stream.width, self.stream.height = info.width, info.height
@@ -312,7 +315,11 @@ class VideoSink:
                 cc.colorspace = BT601
             cc.color_range = color.get("range") or LIMITED
             self.audio = None
-            if audio is not None:
+            if audio is not None and audio.codec_context.name not in self.container.supported_codecs:
+                logger.warning(
+                    "audio track not copied: a %s file cannot hold %s", self.path.suffix, audio.codec_context.name
+                )
+            elif audio is not None:
                 try:
                     self.audio = self.container.add_stream_from_template(audio)
                 except (av.FFmpegError, ValueError) as exc:
@@ -336,17 +343,23 @@ class VideoSink:
         )
         frame.pts = self.first_pts + self.count
         self.count += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        self._mux(self.stream.encode, frame)
 
     def mux_audio(self, packet: Any) -> None:
         if self.audio is not None:
             packet.stream = self.audio
-            self.container.mux(packet)
+            self._mux(lambda p: [p], packet)
+
+    def _mux(self, encode: Callable[[Any], Any], item: Any) -> None:
+        av = _av()
+        try:
+            for packet in encode(item):
+                self.container.mux(packet)
+        except av.FFmpegError as exc:
+            raise InferError(f"output {self.path}: writing failed after {self.count} frames ({exc})") from None
 
     def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
+        self._mux(self.stream.encode, None)
         self.container.close()
         os.replace(self.tmp, self.path)
 
