@@ -482,3 +482,55 @@ def test_real_lr_clip():
         y = model(x)
     assert y.shape == (1, 7, 3, 256, 448)
     assert torch.isfinite(y).all()
+
+
+# ----------------------------------------------------------------------------- evaluation scripts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_test_configs_resolve(tmp_path: Path):
+    """options/test/test_msitf_{vid4,vimeo}.yml: the official model, the official scripts' padding (x4, x8)."""
+    from stvsr.eval import cli, vimeo_cli
+
+    vid4 = cli.resolve(cli.build_parser().parse_args(["-opt", str(ROOT / "options/test/test_msitf_vid4.yml")]))
+    for name in ("slow", "medium", "fast"):
+        (tmp_path / f"sep_{name}_testset.txt").write_text("00001/0001\n")
+    vimeo_args = ["-opt", str(ROOT / "options/test/test_msitf_vimeo.yml"), "--list_dir", str(tmp_path)]
+    vimeo = vimeo_cli.resolve(vimeo_cli.build_parser().parse_args(vimeo_args))
+    for settings, pad in ((vid4, 4), (vimeo, 8)):
+        assert settings["network"] == {**OFFICIAL, "mid_RBs": 0, "HR_in": False}
+        assert settings["protocol"].resolved_pad(MSITF.size_divisor) == pad
+        assert settings["protocol"].color == "y" and settings["protocol"].crop_border == 0
+    assert vid4["protocol"].window == 7 and vid4["protocol"].stride == 6
+
+
+def test_tiny_msitf_through_the_evaluator(tmp_path: Path, capsys):
+    """A random tiny MSITF through codes/test.py's entry point on synthetic clips whose LR width (9) the
+    protocol pads to its multiple of 4 (the model then pads its features to 16 inside)."""
+    import numpy as np
+
+    from stvsr.checkpoint import save_state_dict
+    from stvsr.data.degrade import bi_downscale
+    from stvsr.data.io import write_image
+    from stvsr.eval.cli import main
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (24, 36, 3)).astype(np.float64)
+    for t in range(8):
+        frame = np.clip(np.roll(base, t, 1) + rng.normal(0, 5, base.shape), 0, 255).astype(np.uint8)
+        write_image(tmp_path / "GT" / "a" / f"{t:03d}.png", frame)
+        write_image(tmp_path / "LR" / "a" / f"{t:03d}.png", bi_downscale(frame))
+    save_state_dict(tiny(), tmp_path / "msitf.pth")
+    net = ", ".join(f"{k}: {v}" for k, v in TINY.items())
+    opt = tmp_path / "tiny.yml"
+    opt.write_text(
+        f"name: tiny\nnetwork_G: {{{net}}}\n"
+        f"datasets:\n  test: {{name: syn, dataroot_GT: '{tmp_path / 'GT'}', dataroot_LQ: '{tmp_path / 'LR'}'}}\n"
+        f"path: {{pretrain_model_G: '{tmp_path / 'msitf.pth'}', results_root: '{tmp_path / 'res'}'}}\n"
+        "protocol: {tail: all, pad_multiple: 4}\n"
+    )
+    assert main(["-opt", str(opt), "--no_progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "8/8" in out and "pad_multiple=4" in out
+    assert (tmp_path / "res" / "tiny" / "tiny_all.csv").is_file()
