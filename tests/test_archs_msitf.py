@@ -465,7 +465,8 @@ def test_import_has_no_side_effects():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-SHARED_EXAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "test_example" / "0625"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_EXAMPLE = ROOT.parent / "shared" / "data" / "test_example" / "0625"
 
 
 @pytest.mark.skipif(not SHARED_EXAMPLE.is_dir(), reason=f"real test data not found at {SHARED_EXAMPLE}")
@@ -484,9 +485,32 @@ def test_real_lr_clip():
     assert torch.isfinite(y).all()
 
 
-# ----------------------------------------------------------------------------- evaluation scripts
+@pytest.mark.parametrize("name", ["train_msitf", "train_msitf_demo"])
+def test_train_configs_validate_and_carry_the_recipe(name: str):
+    """options/train/train_msitf.yml is the official recipe (specs/models.md 6.6); the demo validates too."""
+    from stvsr import options
 
-ROOT = Path(__file__).resolve().parents[1]
+    opt = options.load(ROOT / "options" / "train" / f"{name}.yml")
+    assert opt["network_G"]["which_model_G"] == "Net" and opt["datasets"]["train"]["mode"] == "Vimeo7"
+    if name == "train_msitf_demo":
+        return
+    tr, d = opt["train"], opt["datasets"]["train"]
+    assert opt["network_G"] == {**OFFICIAL, "mid_RBs": 0, "HR_in": False}
+    assert (tr["lr_G"], tr["beta1"], tr["beta2"], tr["weight_decay_G"], tr["niter"]) == (2e-4, 0.9, 0.99, 0.0, 600000)
+    assert tr["lr_scheme"] == "CosineAnnealingLR_Restart" and tr["T_period"] == [150000] * 4
+    assert tr["restarts"] == [150000, 300000, 450000] and tr["restart_weights"] == [1, 1, 1]
+    assert tr["eta_min"] == 1e-7 and tr["warmup_iter"] == -1 and tr["scheduler_order"] == "before"
+    assert (tr["pixel_criterion"], tr["pixel_reduction"], tr["pixel_weight"], tr["manual_seed"]) == (
+        "cb",
+        "sum",
+        1.0,
+        0,
+    )
+    assert (d["batch_size"], d["GT_size"], d["LQ_size"], d["N_frames"], d["n_workers"]) == (16, 128, 32, 7, 4)
+    assert d["use_flip"] and d["use_rot"] and d["random_reverse"] and d["interval_list"] == [1]
+
+
+# ----------------------------------------------------------------------------- evaluation scripts
 
 
 def test_shipped_test_configs_resolve(tmp_path: Path):
