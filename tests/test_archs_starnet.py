@@ -109,6 +109,20 @@ def test_init_rules():
     assert unet_conv.weight.abs().max() <= 1 / (8 * 9) ** 0.5
 
 
+def test_small_variant_options():
+    """refine_flow=False (the official first stage): U-Net kept in the state_dict but unused; output_init_scale."""
+    stage1 = tiny(refine_flow=False).train()
+    assert key_list(stage1) == key_list(tiny())
+    assert stage1.min_size == 1
+    out = stage1(torch.rand(1, 2, 3, 4, 4))  # below the U-Net's minimum: fine without it
+    assert out.frames.shape == (1, 3, 3, 16, 16)
+    stage1.training_loss(out, torch.rand(1, 3, 3, 16, 16), torch.nn.L1Loss()).backward()
+    assert all(p.grad is None for p in stage1.flow_net.parameters())
+    ref, small = tiny(seed=4), tiny(seed=4, output_init_scale=0.01)
+    assert torch.allclose(small.model.reconstruction_h.conv.weight, 0.01 * ref.model.reconstruction_h.conv.weight)
+    assert torch.equal(small.model.motion[0].conv1.weight, ref.model.motion[0].conv1.weight)
+
+
 def test_tiny_checkpoint_file_round_trip(tmp_path):
     src, dst = tiny(seed=1).eval(), tiny(seed=2).eval()
     path = tmp_path / "starnet.pth"

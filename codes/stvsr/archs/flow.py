@@ -67,9 +67,11 @@ class DISFlow:
         patch_size, patch_stride: override the preset's patch geometry when given.
 
     Deterministic for a given input (CPU). Frames go through uint8 (as pyflow's inputs came from 8-bit PNGs).
+    Frames smaller than OpenCV accepts (width and height < 12) are edge-padded to 16 px and the flow cropped.
     """
 
     PRESETS = ("ultrafast", "fast", "medium")
+    MIN_SIDE = 12  # cv2 DIS needs a width or height of at least 12 px; smaller frames are edge-padded to 16
 
     def __init__(self, preset: str = "medium", patch_size: int | None = None, patch_stride: int | None = None):
         if preset not in self.PRESETS:
@@ -97,8 +99,12 @@ class DISFlow:
                 f"DISFlow: expects two (B, 3, h, w) RGB batches, got {tuple(im1.shape)} and {tuple(im2.shape)}"
             )
         a, b = _to_gray_uint8(im1), _to_gray_uint8(im2)
+        h, w = a.shape[1:]
+        if max(h, w) < self.MIN_SIDE:  # OpenCV's DIS refuses frames this small: replicate the border, then crop
+            pad = [(0, 0), (0, max(16 - h, 0)), (0, max(16 - w, 0))]
+            a, b = np.pad(a, pad, mode="edge"), np.pad(b, pad, mode="edge")
         dis = self._engine()
-        flows = np.stack([dis.calc(x, y, None) for x, y in zip(a, b)])  # (B, h, w, 2) float32, (u, v)
+        flows = np.stack([dis.calc(x, y, None) for x, y in zip(a, b)])[:, :h, :w]  # (B, h, w, 2) float32, (u, v)
         return torch.from_numpy(flows).permute(0, 3, 1, 2).contiguous().to(im1.device)
 
     def __repr__(self) -> str:

@@ -244,7 +244,7 @@ class STARV4(nn.Module):
     """
 
     def __init__(self, base_filter: int = 256, feat: int = 64, num_stages: int = 3, n_resblock: int = 5,
-                 scale_factor: int = 4, rbpn_resblocks: int = 5) -> None:  # fmt: skip
+                 scale_factor: int = 4, rbpn_resblocks: int = 5, output_init_scale: float = 1.0) -> None:  # fmt: skip
         super().__init__()
         if scale_factor not in KERNELS:
             raise ValueError(f"STARnet: scale_factor must be one of {sorted(KERNELS)}, got {scale_factor}")
@@ -271,6 +271,9 @@ class STARV4(nn.Module):
         self.reconstruction_h = ConvBlock(feat, 3, 3, 1, 1, act=None)
         self.RBPN = RBPN(base_filter, feat, num_stages, rbpn_resblocks, kernel)
         _kaiming_init(self)
+        if output_init_scale != 1.0:  # not official: small initial outputs help tiny models trained from scratch
+            for conv in (self.reconstruction_h.conv, self.reconstruction_l.conv, self.RBPN.output.conv):
+                conv.weight.data.mul_(output_init_scale)
 
     @staticmethod
     def _bp(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -386,13 +389,13 @@ class STARnetPair(nn.Module):
 
     def __init__(self, base_filter: int = 256, feat: int = 64, num_stages: int = 3, n_resblock: int = 5,
                  scale_factor: int = 4, rbpn_resblocks: int = 5, unet_nf: int = 64, unet_depth: int = 5,
-                 refine_flow: bool = True) -> None:  # fmt: skip
+                 refine_flow: bool = True, output_init_scale: float = 1.0) -> None:  # fmt: skip
         super().__init__()
         for name, value in (("base_filter", base_filter), ("feat", feat), ("num_stages", num_stages),
                             ("unet_nf", unet_nf)):  # fmt: skip
             if value < 1:
                 raise ValueError(f"STARnet: {name} must be >= 1, got {value}")
-        self.model = STARV4(base_filter, feat, num_stages, n_resblock, scale_factor, rbpn_resblocks)
+        self.model = STARV4(base_filter, feat, num_stages, n_resblock, scale_factor, rbpn_resblocks, output_init_scale)
         self.flow_net = FlowUNet(8, 2, unet_nf, unet_depth)
         self.upscale = scale_factor
         self.refine_flow = bool(refine_flow)  # False: the first official stage (V4 core alone; U-Net unused)
@@ -452,6 +455,10 @@ class STARnet(STARnetPair):
         key_frames: ``'left'`` or ``'mean'`` (see the module docstring).
         flow_loss_weight: weight of the flow-refinement loss in :meth:`training_loss` (official stage 2: 0.1; 0
             turns it off and saves four flow computations per pair).
+        output_init_scale: factor on the initial weights of the three output convs (``reconstruction_h``,
+            ``reconstruction_l``, ``RBPN.output``). 1.0 = official init. Not official: with the official kaiming
+            init the untrained network's outputs are tens of units off (normalised), and a small model trained
+            from scratch spends its first hundreds of iterations shrinking them; 0.01 starts near the mean colour.
     """
 
     size_divisor = 1  # any LR size of at least 2**unet_depth (32) px works; the output is exactly x4
@@ -468,6 +475,7 @@ class STARnet(STARnetPair):
         "flow": "flow",
         "key_frames": "key_frames",
         "flow_loss_weight": "flow_loss_weight",
+        "output_init_scale": "output_init_scale",
     }
     config_required: ClassVar[tuple[str, ...]] = ("base_filter", "feat", "num_stages", "n_resblock", "scale_factor")
     config_ignored: ClassVar[tuple[str, ...]] = ("nframes",)
@@ -475,9 +483,9 @@ class STARnet(STARnetPair):
     def __init__(self, base_filter: int = 256, feat: int = 64, num_stages: int = 3, n_resblock: int = 5,
                  scale_factor: int = 4, rbpn_resblocks: int = 5, unet_nf: int = 64, unet_depth: int = 5,
                  refine_flow: bool = True, flow: str = "dis", key_frames: str = "left",
-                 flow_loss_weight: float = 0.1) -> None:  # fmt: skip
+                 flow_loss_weight: float = 0.1, output_init_scale: float = 1.0) -> None:  # fmt: skip
         super().__init__(base_filter, feat, num_stages, n_resblock, scale_factor, rbpn_resblocks, unet_nf, unet_depth,
-                         refine_flow)  # fmt: skip
+                         refine_flow, output_init_scale)  # fmt: skip
         if key_frames not in ("left", "mean"):
             raise ValueError(f"STARnet: key_frames must be 'left' or 'mean', got {key_frames!r}")
         self.flow_provider: FlowProvider = build_flow_provider(flow) if flow else DISFlow()
