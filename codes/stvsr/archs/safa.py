@@ -54,7 +54,8 @@ the three frames of ``pixel(out_i, gt_i)`` (with ``l1`` / mean, the official L1:
 over the frames), plus the same sum of ``feature`` when given. With a Vimeo septuplet (N_frames 7: 4 LR
 frames) t is one of 1/6..5/6; with N_frames 3 (2 LR frames) t = 0.5.
 
-Small variants (keyword arguments; the defaults are the official model): ``c`` (80) feature channels,
+Small variants (keyword arguments; the defaults are the official model): ``c`` (80; ``nf`` in ``network_G``)
+feature channels,
 ``block_num`` (6) flow blocks, ``depth`` (2) Resblocks per flow block, ``last_RBs`` (12) Resblocks of
 ``lastconv``, ``head_nf`` (64) width of the ResNet-18 head (layer2 is twice as wide).
 """
@@ -298,7 +299,7 @@ class SAFA(nn.Module):
     """SAFA: scale-adaptive flow estimation between two pre-upsampled key frames, warping and a residual.
 
     Args (all optional; the defaults are the official model, whose constructor takes no arguments):
-        c: feature channels (80). Even.
+        c: feature channels (80; the ``network_G`` key is ``nf``). Even.
         block_num: recurrent flow blocks (6).
         depth: Resblocks per flow block (2).
         last_RBs: Resblocks of the synthesis network ``lastconv`` (12).
