@@ -1,13 +1,14 @@
 """stvsr-infer speed and memory: frames/s of ZSM (official size, random weights) on a 180x144 video, untiled and
 tiled, and the peak memory (RSS) for a long input against a short one (it must not grow with length).
 
-    python benchmarks/bench_infer.py [--frames 7] [--tile 64] [--long 300] [--short 30] [--long-model bicubic]
-                                     [--threads 1] [--json out.json]
+    python benchmarks/bench_infer.py [--frames 7] [--tile 64] [--lengths 30 100 300] [--long-model bicubic]
+                                     [--threads 1] [--skip-speed] [--json out.json]
 
 Each case runs ``stvsr.infer.infer_video`` (decode -> windows -> encode, H.264 MP4 out) in its own subprocess, so
 that its peak RSS is its own. The input is a synthetic 180x144 clip (a textured image panning and a moving square,
-24 fps) written as an H.264 MP4 into a temporary folder. ``--long-model`` picks the model of the long/short memory
-pair: ``bicubic`` (default: fast, so 300 frames take about a minute) or ``zsm-small`` (ZSM with nf 16, 1+1 RBs).
+24 fps) written as an H.264 MP4 into a temporary folder. ``--long-model`` picks the model of the memory cases (one per
+length in ``--lengths``): ``bicubic`` (default: fast, so 300 frames take about a minute) or ``zsm-small`` (ZSM with
+nf 16, 1+1 RBs; about 25 s per window on a busy 2-core CPU).
 """
 
 from __future__ import annotations
@@ -91,8 +92,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=7, help="input frames of the ZSM speed cases (7: 2 windows)")
     p.add_argument("--tile", type=int, default=64, help="LR tile of the tiled case (overlap 16)")
-    p.add_argument("--long", type=int, default=300, help="input frames of the long memory case")
-    p.add_argument("--short", type=int, default=30, help="input frames of the short memory case")
+    p.add_argument("--lengths", type=int, nargs="+", default=[30, 100, 300], help="input frames, memory cases")
     p.add_argument("--long-model", default="bicubic", choices=["bicubic", "zsm-small", "zsm"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-speed", action="store_true", help="only the memory pair")
@@ -105,11 +105,12 @@ def main() -> None:
     rows = []
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {args.threads} torch thread(s)")
     with tempfile.TemporaryDirectory() as tmp:
-        clips = {n: Path(tmp) / f"clip{n}.mp4" for n in {args.frames, args.long, args.short}}
+        lengths = {*args.lengths} | (set() if args.skip_speed else {args.frames})
+        clips = {n: Path(tmp) / f"clip{n}.mp4" for n in lengths}
         for n, path in clips.items():
             make_clip(path, n)
         cases = [] if args.skip_speed else [("zsm", args.frames, 0), ("zsm", args.frames, args.tile)]
-        cases += [(args.long_model, args.short, 0), (args.long_model, args.long, 0)]
+        cases += [(args.long_model, n, 0) for n in args.lengths]
         for model, n, tile in cases:
             row = run_case(model, clips[n], tile, args.threads)
             rows.append(row)
