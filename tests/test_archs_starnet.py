@@ -279,7 +279,7 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     gt[:, 1] = 0.5 * (gt[:, 0] + gt[:, 2])
     x = F.interpolate(gt[0, ::2], size=(16, 16), mode="bicubic", align_corners=False, antialias=True)[None]
     losses = []
-    for _ in range(8):
+    for _ in range(5):
         opt.zero_grad()
         loss = model.training_loss(model(x), gt, torch.nn.L1Loss(), lambda a, b: 0.1 * feature(a, b))
         loss.backward()
