@@ -22,9 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from stvsr.eval.cli import OFFICIAL_NETWORKS
+
+ZSM = {"which_model_G": "LunaTokis", **OFFICIAL_NETWORKS["LunaTokis"]}
 NETWORKS = {
-    "zsm": {"which_model_G": "LunaTokis", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
-    "zsm-small": {"which_model_G": "LunaTokis", "nf": 16, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 1},
+    "zsm": ZSM,
+    "zsm-small": {**ZSM, "nf": 16, "front_RBs": 1, "back_RBs": 1},
     "bicubic": {"which_model_G": "bicubic"},
 }
 WIDTH, HEIGHT = 180, 144
