@@ -15,7 +15,8 @@ Two classes with the same weights and the official ``state_dict`` (``model.*``, 
   ``key_frames='mean'`` averages the two predictions of interior key frames. ``native`` is the pair call.
 
 In train mode :class:`STARnet` returns a :class:`STARnetTrainOutput` and :meth:`STARnet.training_loss` applies
-the official weighting (section 7.6).
+the official weighting (section 7.6). ``RBPN.res_feat3`` never gets a gradient, so DistributedDataParallel needs
+``find_unused_parameters=True`` (``train.find_unused_parameters: true``).
 
 Quirks (section 7.8): the constructor loads no pretrained RBPN (1, FIXED: load explicitly); flows enter as
 ``-flow/150`` (2, KEPT); the U-Net correction ends in a sigmoid, so it is in (0, 1) (3, KEPT); updates are
