@@ -2,7 +2,7 @@
 tiled, and the peak memory (RSS) for a long input against a short one (it must not grow with length).
 
     python benchmarks/bench_infer.py [--frames 7] [--tile 64] [--lengths 30 100 300] [--long-model bicubic]
-                                     [--threads 1] [--skip-speed] [--json out.json]
+                                     [--threads 1] [--skip-speed] [--rss-every K] [--json out.json]
 
 Each case runs ``stvsr.infer.infer_video`` (decode -> windows -> encode, H.264 MP4 out) in its own subprocess, so
 that its peak RSS is its own. The input is a synthetic 180x144 clip (a textured image panning and a moving square,
@@ -60,12 +60,36 @@ def make_clip(path: Path, frames: int, width: int = WIDTH, height: int = HEIGHT)
         out.mux(stream.encode(None))
 
 
-def child(model: str, clip: str, tile: int, threads: int) -> None:
+def current_rss_mib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+
+def trace_rss(every: int) -> None:
+    """Print the current and peak RSS after every ``every``-th window (wraps the engine's window counter)."""
+    from stvsr.infer import engine
+
+    run = engine._Counter.__call__
+
+    def traced(self, frames):
+        out = run(self, frames)
+        if self.calls % every == 0:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            print(f"    window {self.calls}: RSS {current_rss_mib()} MiB, peak {peak} MiB", file=sys.stderr)
+        return out
+
+    engine._Counter.__call__ = traced
+
+
+def child(model: str, clip: str, tile: int, threads: int, rss_every: int = 0) -> None:
     import torch
 
     from stvsr.archs import build_arch
     from stvsr.infer import infer_video
     from stvsr.ops.backends import resolve
+
+    if rss_every:
+        trace_rss(rss_every)
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -83,11 +107,13 @@ def child(model: str, clip: str, tile: int, threads: int) -> None:
     }))  # fmt: skip
 
 
-def run_case(model: str, clip: Path, tile: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", model, str(clip), str(tile), str(threads)]
+def run_case(model: str, clip: Path, tile: int, threads: int, rss_every: int = 0) -> dict:
+    cmd = [sys.executable, __file__, "--child", model, str(clip), str(tile), str(threads), str(rss_every)]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"case {model} tile={tile} on {clip.name} failed:\n{done.stderr[-3000:]}")
+    if rss_every:
+        print("\n".join(line for line in done.stderr.splitlines() if line.startswith("    window ")))
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -100,10 +126,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-speed", action="store_true", help="only the memory pair")
     p.add_argument("--json")
-    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--rss-every", type=int, default=0, help="memory cases: print RSS every K windows")
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], int(args.child[2]), int(args.child[3]))
+        child(args.child[0], args.child[1], int(args.child[2]), int(args.child[3]), int(args.child[4]))
         return
     rows = []
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {args.threads} torch thread(s)")
@@ -114,8 +141,9 @@ def main() -> None:
             make_clip(path, n)
         cases = [] if args.skip_speed else [("zsm", args.frames, 0), ("zsm", args.frames, args.tile)]
         cases += [(args.long_model, n, 0) for n in args.lengths]
-        for model, n, tile in cases:
-            row = run_case(model, clips[n], tile, args.threads)
+        for i, (model, n, tile) in enumerate(cases):
+            memory_case = i >= len(cases) - len(args.lengths)
+            row = run_case(model, clips[n], tile, args.threads, args.rss_every if memory_case else 0)
             rows.append(row)
             print(f"  {model} tile={tile or '-'} {n} frames: {row['seconds']} s, peak {row['peak_rss_mib']} MiB")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
