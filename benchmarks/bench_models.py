@@ -41,7 +41,10 @@ OFFICIAL = {
     "stdan": {"which_model_G": "STTrans2", "nf": 64, "nframes": 7, "embed_dim": 72},
     "msitf": {"which_model_G": "MSITF", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
     "safa": {"which_model_G": "SAFA"},
-    "starnet": {"which_model_G": "STARnet"},
+    "starnet": {
+        "which_model_G": "STARnet",
+        **{"base_filter": 256, "feat": 64, "num_stages": 3, "n_resblock": 5, "scale_factor": 4},
+    },
 }
 CASES = {"train": (2, 4, 32, 32), "fwd": (2, 4, 32, 32), "vid4": (1, 4, 144, 180)}
 # the pair models' own training shapes (B, N LR frames, h, w): SAFA 128x128 HR crops (6 per GPU officially),

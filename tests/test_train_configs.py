@@ -11,11 +11,22 @@ from stvsr import options
 CONFIGS = Path(__file__).resolve().parents[1] / "options" / "train"
 
 
-@pytest.mark.parametrize("name", ["train_zsm", "train_stdan", "train_zsm_demo"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yml")))
 def test_config_validates(name):
+    """Every shipped training config (one per model and a *_demo per model) validates as it is."""
     opt = options.load(CONFIGS / f"{name}.yml")
     assert opt["datasets"]["train"]["mode"] == "Vimeo7"
     assert Path(opt["path"]["experiments_root"]).name == opt["name"]
+
+
+def test_every_model_has_an_official_and_a_demo_config():
+    from stvsr.archs import ARCHS
+
+    names = {p.stem for p in CONFIGS.glob("*.yml")}
+    models = {options.load(CONFIGS / f"{n}.yml")["network_G"]["which_model_G"] for n in names}
+    trainable = {name for name in ARCHS if name != "bicubic"}
+    assert {ARCHS.get(m).__name__ for m in models} >= {ARCHS.get(m).__name__ for m in trainable}
+    assert all(f"{n}_demo" in names for n in names if not n.endswith("_demo"))
 
 
 @pytest.mark.parametrize(

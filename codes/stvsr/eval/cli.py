@@ -28,6 +28,9 @@ logger = logging.getLogger("stvsr.test")
 OFFICIAL_NETWORKS: dict[str, dict[str, Any]] = {
     "LunaTokis": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False},
     "STTrans2": {"nf": 64, "nframes": 7, "embed_dim": 72},
+    "Net": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},  # MSITF
+    "SAFA": {},
+    "STARnet": {"base_filter": 256, "feat": 64, "num_stages": 3, "n_resblock": 5, "scale_factor": 4},
     "bicubic": {},
 }
 TOP_KEYS = ("name", "model", "scale", "device", "datasets", "network_G", "path", "protocol", "save_images")
