@@ -381,6 +381,17 @@ def test_options_file(tmp_path: Path, capsys) -> None:
     assert "tile_overlap" in capsys.readouterr().err
 
 
+def test_frame_folder_natural_order(tmp_path: Path) -> None:
+    """'Frame 2' comes before 'Frame 10' (Vid4 names): key frame k of the output is input frame k."""
+    src = tmp_path / "vid4_names"
+    for i in range(1, 12):
+        write_image(src / f"Frame {i}.png", np.full((4, 4, 3), 20 * i, np.uint8))
+    infer_video(build_arch({"which_model_G": "bicubic"}), src, tmp_path / "out", progress=False)
+    out = [read_image(p) for p in list_images(tmp_path / "out")]
+    assert len(out) == 21
+    assert [int(f.mean().round()) for f in out] == [10 * k + 20 for k in range(21)]
+
+
 def test_single_window_short_clip_and_errors_keep_no_partial(clip: Path, tmp_path: Path) -> None:
     """3 frames (shorter than the 4-frame window): one window of all of them, 5 outputs."""
     src = tmp_path / "three"
