@@ -78,6 +78,7 @@ setup(
         "lmdb",
         "scikit-image",
         "av",
+        "tensorboard",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={
