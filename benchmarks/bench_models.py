@@ -43,7 +43,11 @@ OFFICIAL = {
     "safa": {"which_model_G": "SAFA"},
     "starnet": {
         "which_model_G": "STARnet",
-        **{"base_filter": 256, "feat": 64, "num_stages": 3, "n_resblock": 5, "scale_factor": 4},
+        "base_filter": 256,
+        "feat": 64,
+        "num_stages": 3,
+        "n_resblock": 5,
+        "scale_factor": 4,
     },
 }
 CASES = {"train": (2, 4, 32, 32), "fwd": (2, 4, 32, 32), "vid4": (1, 4, 144, 180)}

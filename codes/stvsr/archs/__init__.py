@@ -21,15 +21,27 @@ from torch import nn
 
 from stvsr.registry import ARCHS, did_you_mean
 
-from . import bicubic, msitf, stdan, zsm  # noqa: F401  registers bicubic, LunaTokis, STTrans2, Net (MSITF)
-from . import safa  # noqa: F401  registers SAFA (safa)
-from . import starnet  # noqa: F401  registers STARnet (starnet)
+# registers bicubic, LunaTokis (zsm), Net (MSITF), SAFA, STARnet and STTrans2 (stdan)
+from . import bicubic, msitf, safa, starnet, stdan, zsm  # noqa: F401
+from .msitf import MSITF
+from .safa import SAFA
+from .starnet import STARnet
 from .stdan import STTrans2
 from .zsm import LunaTokis
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ARCHS", "LunaTokis", "STTrans2", "arch_arguments", "build_arch", "count_parameters", "stdan", "zsm"]
+__all__ = [
+    "ARCHS",
+    "MSITF",
+    "SAFA",
+    "LunaTokis",
+    "STARnet",
+    "STTrans2",
+    "arch_arguments",
+    "build_arch",
+    "count_parameters",
+]
 
 
 def _check_value(arch: str, key: str, value: Any, default: Any) -> None:
