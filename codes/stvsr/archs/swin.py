@@ -118,7 +118,12 @@ class WindowAttention(nn.Module):
 
 
 class SwinTransformerBlock(nn.Module):
-    """Pre-norm Swin block: x += DropPath(W-MSA(LN(x))); x += DropPath(MLP(LN(x))); odd blocks shift."""
+    """Pre-norm Swin block: x += DropPath(W-MSA(LN(x))); x += DropPath(MLP(LN(x))); odd blocks shift.
+
+    Subclasses change ``attention`` (the window attention class) and :meth:`forward` (the norm placement).
+    """
+
+    attention: type[nn.Module] = WindowAttention
 
     def __init__(
         self,
@@ -136,7 +141,7 @@ class SwinTransformerBlock(nn.Module):
             shift_size, window_size = 0, min(self.input_resolution)
         self.window_size, self.shift_size = window_size, shift_size
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads)
+        self.attn = self.attention(dim, window_size, num_heads)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
@@ -154,22 +159,30 @@ class SwinTransformerBlock(nn.Module):
             self._masks[key] = shifted_window_mask(h, w, self.window_size, self.shift_size).to(like.device)
         return self._masks[key]
 
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+    def shifted_window_attention(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        """(B, H*W, C) tokens -> W-MSA (SW-MSA in shifted blocks) of them, same shape."""
         h, w = x_size
         b, length, c = x.shape
         ws, shift = self.window_size, self.shift_size
-        y = self.norm1(x).view(b, h, w, c)
+        y = x.view(b, h, w, c)
         if shift:
             y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
         y = self.attn(window_partition(y, ws), mask=self._mask(h, w, x))
         y = window_reverse(y, ws, h, w)
         if shift:
             y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
-        x = x + self.drop_path(y.reshape(b, length, c))
+        return y.reshape(b, length, c)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path(self.shifted_window_attention(self.norm1(x), x_size))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class BasicLayer(nn.Module):
+    """``depth`` Swin blocks (of class ``block``), every other one shifted by half a window."""
+
+    block: type[SwinTransformerBlock] = SwinTransformerBlock
+
     def __init__(
         self,
         dim: int,
@@ -184,7 +197,7 @@ class BasicLayer(nn.Module):
         super().__init__()
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList(
-            SwinTransformerBlock(
+            self.block(
                 dim,
                 input_resolution,
                 num_heads,

@@ -25,9 +25,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .swin import DropPath, Mlp, relative_position_index, shifted_window_mask, window_partition, window_reverse
+from .swin import BasicLayer, SwinTransformerBlock, relative_position_index
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # exp(logit_scale) is clamped at 100
 
@@ -92,91 +91,20 @@ class WindowAttentionV2(nn.Module):
         return self.proj(out.reshape(bw, self.num_heads, n, -1).transpose(1, 2).reshape(bw, n, c))
 
 
-class SwinV2Block(nn.Module):
-    """Post-norm Swin-V2 block: x += DropPath(LN(W-MSA(x))); x += DropPath(LN(MLP(x))); odd blocks shift."""
+class SwinV2Block(SwinTransformerBlock):
+    """Post-norm Swin-V2 block: x += DropPath(LN(W-MSA(x))); x += DropPath(LN(MLP(x))); odd blocks shift.
 
-    def __init__(
-        self,
-        dim: int,
-        input_resolution: tuple[int, int],
-        num_heads: int,
-        window_size: int = 8,
-        shift_size: int = 0,
-        mlp_ratio: float = 2.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.input_resolution = tuple(input_resolution)
-        if min(self.input_resolution) <= window_size:  # official: no partition when the window covers all
-            shift_size, window_size = 0, min(self.input_resolution)
-        self.window_size, self.shift_size = window_size, shift_size
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttentionV2(dim, window_size, num_heads)
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        mask = shifted_window_mask(*self.input_resolution, window_size, shift_size) if shift_size > 0 else None
-        self.register_buffer("attn_mask", mask)  # None registers nothing: unshifted blocks have no key
-        self._masks: dict[tuple, torch.Tensor] = {}  # masks for other sizes, computed once per size/device
+    The same modules, buffers and key order as the pre-norm block, with the V2 window attention."""
 
-    def _mask(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor | None:
-        if self.shift_size == 0:
-            return None
-        if (h, w) == self.input_resolution:
-            return self.attn_mask
-        key = (h, w, like.device)
-        if key not in self._masks:
-            self._masks[key] = shifted_window_mask(h, w, self.window_size, self.shift_size).to(like.device)
-        return self._masks[key]
+    attention = WindowAttentionV2
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        h, w = x_size
-        b, length, c = x.shape
-        ws, shift = self.window_size, self.shift_size
-        y = x.view(b, h, w, c)
-        if shift:
-            y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
-        y = window_reverse(self.attn(window_partition(y, ws), mask=self._mask(h, w, x)), ws, h, w)
-        if shift:
-            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
-        x = x + self.drop_path(self.norm1(y.reshape(b, length, c)))
+        x = x + self.drop_path(self.norm1(self.shifted_window_attention(x, x_size)))
         return x + self.drop_path(self.norm2(self.mlp(x)))
 
 
-class BasicLayerV2(nn.Module):
-    def __init__(
-        self,
-        dim: int,
-        input_resolution: tuple[int, int],
-        depth: int,
-        num_heads: int,
-        window_size: int,
-        mlp_ratio: float,
-        drop_path: Sequence[float],
-        use_checkpoint: bool = False,
-    ) -> None:
-        super().__init__()
-        self.use_checkpoint = use_checkpoint
-        self.blocks = nn.ModuleList(
-            SwinV2Block(
-                dim,
-                input_resolution,
-                num_heads,
-                window_size,
-                shift_size=0 if i % 2 == 0 else window_size // 2,
-                mlp_ratio=mlp_ratio,
-                drop_path=drop_path[i],
-            )
-            for i in range(depth)
-        )
-
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        for block in self.blocks:
-            if self.use_checkpoint and torch.is_grad_enabled():  # recompute in backward (same random numbers)
-                x = checkpoint(block, x, x_size, use_reentrant=False)
-            else:
-                x = block(x, x_size)
-        return x
+class BasicLayerV2(BasicLayer):
+    block = SwinV2Block
 
 
 class PatchEmbed1x1(nn.Module):
