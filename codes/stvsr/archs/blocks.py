@@ -10,6 +10,9 @@ floating-point rounding, and on CPU and GPU alike fewer, larger kernels run fast
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -186,12 +189,15 @@ class DeformableConvLSTM(nn.Module):
     like the input (same device and dtype): the official ``.cuda()`` is ZSM quirk 7 (FIX).
     """
 
-    def __init__(self, nf: int = 64, groups: int = 8, dcn: type[nn.Module] = DCNSep) -> None:
+    def __init__(
+        self, nf: int = 64, groups: int = 8, dcn: type[nn.Module] = DCNSep, pcd: Callable[..., nn.Module] | None = None
+    ) -> None:
         super().__init__()
+        pcd = pcd or partial(Easy_PCD, dcn=dcn)  # MSITF passes its single-branch Easy_PCD
         # The official class registers cell_list first (in ConvLSTM.__init__): key order follows.
         self.cell_list = nn.ModuleList([ConvLSTMCell(nf, nf, 3)])
-        self.pcd_h = Easy_PCD(nf=nf, groups=groups, dcn=dcn)
-        self.pcd_c = Easy_PCD(nf=nf, groups=groups, dcn=dcn)
+        self.pcd_h = pcd(nf=nf, groups=groups)
+        self.pcd_c = pcd(nf=nf, groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _, h, w = x.shape
@@ -213,9 +219,11 @@ class BiDeformableConvLSTM(nn.Module):
     The two directions are independent recurrences with shared weights, so they run as one batch.
     """
 
-    def __init__(self, nf: int = 64, groups: int = 8, dcn: type[nn.Module] = DCNSep) -> None:
+    def __init__(
+        self, nf: int = 64, groups: int = 8, dcn: type[nn.Module] = DCNSep, pcd: Callable[..., nn.Module] | None = None
+    ) -> None:
         super().__init__()
-        self.forward_net = DeformableConvLSTM(nf=nf, groups=groups, dcn=dcn)
+        self.forward_net = DeformableConvLSTM(nf=nf, groups=groups, dcn=dcn, pcd=pcd)
         self.conv_1x1 = nn.Conv2d(2 * nf, nf, 1, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from stvsr.ops.modules import DCNSepBounded
 from stvsr.registry import ARCHS
 
 from .blocks import (
-    ConvLSTMCell,
+    BiDeformableConvLSTM,
     PCD_Align,
     Pyramid,
     ResidualBlock_noBN,
@@ -82,46 +82,6 @@ class Easy_PCD_single(nn.Module):
         l1 = torch.cat((f1, f2), dim=0)  # both pyramids in one batch
         l2, l3 = pyramid(self, l1)
         return self.fusion(self.pcd_align((l1[:b], l2[:b], l3[:b]), (l1[b:], l2[b:], l3[b:])))
-
-
-class DeformableConvLSTM(nn.Module):
-    """One-layer ConvLSTM with h and c aligned to each input by the single-branch ``Easy_PCD`` (section 2.5).
-
-    Because of quirk 1, pcd_h(x_t, h) deforms x_t with offsets conditioned on (x_t, h). The initial state is
-    zeros created like the input (official ``.cuda()``, quirk 3, FIX).
-    """
-
-    def __init__(self, nf: int = 64, groups: int = 8) -> None:
-        super().__init__()
-        self.cell_list = nn.ModuleList([ConvLSTMCell(nf, nf, 3)])  # registered first, as the official
-        self.pcd_h = Easy_PCD_single(nf=nf, groups=groups)
-        self.pcd_c = Easy_PCD_single(nf=nf, groups=groups)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _, h, w = x.shape
-        hidden = x.new_zeros(b, self.cell_list[0].hidden_dim, h, w)
-        cell = hidden
-        outputs = []
-        for step in range(t):
-            x_t = x[:, step]
-            hidden, cell = self.cell_list[0](x_t, (self.pcd_h(x_t, hidden), self.pcd_c(x_t, cell)))
-            outputs.append(hidden)
-        return torch.stack(outputs, dim=1)
-
-
-class BiDeformableConvLSTM(nn.Module):
-    """Both time directions through the same ``forward_net`` (run as one batch), fused by ``conv_1x1``."""
-
-    def __init__(self, nf: int = 64, groups: int = 8) -> None:
-        super().__init__()
-        self.forward_net = DeformableConvLSTM(nf=nf, groups=groups)
-        self.conv_1x1 = nn.Conv2d(2 * nf, nf, 1, 1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _c, h, w = x.shape
-        both = self.forward_net(torch.cat((x, x.flip(1)), dim=0))
-        out_f, out_b = both[:b], both[b:].flip(1)
-        return self.conv_1x1(torch.cat((out_f, out_b), dim=2).view(b * t, -1, h, w)).view(b, t, -1, h, w)
 
 
 class TemporalAttention(nn.Module):
@@ -224,7 +184,8 @@ class MSITF(nn.Module):
         add_pyramid_convs(self, nf)
         self.pcd_align = PCD_Align_single(nf=nf, groups=groups)
         self.fusion = nn.Conv2d(nf, nf, 1, 1, bias=True)
-        self.ConvBLSTM = BiDeformableConvLSTM(nf=nf, groups=groups)
+        # ZSM's bidirectional deformable ConvLSTM with the single-branch Easy_PCD aligning h and c (quirk 1)
+        self.ConvBLSTM = BiDeformableConvLSTM(nf=nf, groups=groups, pcd=Easy_PCD_single)
         self.attn = TemporalAttention(nf, num_heads=attn_heads)
         self.recon_trunk = Swin2SRBody(
             in_chans=nf,
