@@ -206,3 +206,115 @@ def test_official_key_files_in_every_form(tmp_path: Path) -> None:
 def test_map_size_covers_the_values() -> None:
     assert map_size_for([256 * 448 * 3] * 1000) > 1000 * 256 * 448 * 3
     assert map_size_for([]) >= 16 * 2**20
+
+
+# ------------------------------------------------------------------ damaged databases (issue 16, items 1-2)
+REPO = Path(__file__).resolve().parents[1]
+SIGBUS_CODES = (-7, 135)  # killed by SIGBUS (subprocess) / the shell's 128 + 7
+
+
+def big_values(n: int = 12) -> dict[str, np.ndarray]:
+    """Values larger than a page (stored on overflow pages, as real frames are)."""
+    rng = np.random.default_rng(1)
+    return {
+        f"00001_{c:04d}_{f}": rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+        for c in (1, 2)
+        for f in range(1, n // 2 + 1)
+    }
+
+
+def child_env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "codes"))
+
+
+def run_child(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=child_env(), capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0, 100 / 4096])
+def test_truncated_lmdb_is_one_clear_message_not_a_bus_error(tmp_path: Path, keep: float) -> None:
+    db = tmp_path / "x.lmdb"
+    write_db(db, big_values())
+    data = db / "data.mdb"
+    full = data.stat().st_size
+    with open(data, "r+b") as f:
+        f.truncate(int(full * keep) if keep >= 0.5 else int(4096 * keep))
+    check = subprocess.run(
+        [sys.executable, str(REPO / "data_scripts" / "create_lmdb.py"), "--check", str(db), "--quiet"],
+        env=child_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert check.returncode not in SIGBUS_CODES, "create_lmdb --check died of SIGBUS"
+    assert check.returncode == 1, check.stderr
+    lines = [line for line in check.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"LMDB {db} is damaged" in lines[0] and "--overwrite" in lines[0], check.stderr
+    assert "Traceback" not in check.stderr
+    if keep >= 0.5:
+        assert "truncated" in lines[0] and f"{full:,} bytes" in lines[0]
+    # the training side: a dataset on the damaged LMDB (every value read) is a DataError, not a crash
+    read_all = (
+        "import sys\nfrom stvsr.data.lmdb_store import LmdbStore\nfrom stvsr.data.io import DataError\n"
+        "try:\n    s = LmdbStore(sys.argv[1])\n    [s.get(k) for k in s.keys()]\n"
+        "except DataError as exc:\n    print(exc)\n    sys.exit(3)\n"
+    )
+    child = run_child(read_all, str(db))
+    assert child.returncode not in SIGBUS_CODES, "reading the LMDB died of SIGBUS"
+    assert child.returncode == 3 and "is damaged" in child.stdout, child.stdout + child.stderr
+
+
+def corrupt_value(db: Path, value: np.ndarray) -> None:
+    """Overwrite bytes of ``value`` inside data.mdb (as a bad disk or copy would), not through LMDB."""
+    data = db / "data.mdb"
+    raw = bytearray(data.read_bytes())
+    at = raw.find(value.tobytes()[:256])
+    assert at > 0
+    raw[at + 100 : at + 110] = bytes(255 - b for b in raw[at + 100 : at + 110])
+    data.write_bytes(bytes(raw))
+
+
+def test_corrupt_bytes_are_found_when_read_and_name_the_key(tmp_path: Path) -> None:
+    from stvsr.data.lmdb_store import CorruptValueError
+
+    db = tmp_path / "x.lmdb"
+    values = big_values()
+    write_db(db, values)
+    bad = "00001_0002_2"
+    corrupt_value(db, values[bad])
+    store = LmdbStore(db)
+    with pytest.raises(CorruptValueError, match=rf"value of key {bad} is corrupt") as info:
+        store.get(bad)
+    assert info.value.key == bad
+    for key in values:
+        if key != bad:
+            np.testing.assert_array_equal(store.get(key), values[key])
+    assert LmdbStore(db, verify=False).get(bad).shape == values[bad].shape  # checksum: off reads it as it is
+    assert [k for k, problem in store.check() if problem] == [bad]
+
+
+def test_vimeo7_checksum_policy_error_or_skip(tmp_path: Path, caplog) -> None:
+    from stvsr.data import Vimeo7
+    from stvsr.data.make_lmdb import build_lmdb
+
+    rng = np.random.default_rng(0)
+    for clip in ("00001/0001", "00001/0002"):
+        for f in range(1, 8):
+            write_image(tmp_path / "gt" / clip / f"im{f}.png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+            write_image(tmp_path / "lr" / clip / f"im{f}.png", rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+    build_lmdb(tmp_path / "gt", tmp_path / "gt.lmdb", progress=False)
+    build_lmdb(tmp_path / "lr", tmp_path / "lr.lmdb", progress=False)
+    corrupt_value(tmp_path / "gt.lmdb", read_image(tmp_path / "gt" / "00001/0001" / "im3.png")[:, :, ::-1].copy())
+    opt = {
+        "mode": "Vimeo7", "dataroot_GT": str(tmp_path / "gt.lmdb"), "dataroot_LQ": str(tmp_path / "lr.lmdb"),
+        "N_frames": 7, "GT_size": 16, "LQ_size": 4, "random_reverse": False, "use_shuffle": False,
+        "phase": "val",
+    }  # fmt: skip
+    with pytest.raises(DataError, match="key 00001_0001_3 is corrupt"):
+        Vimeo7(opt)[0]
+    skipping = Vimeo7({**opt, "checksum": "skip"})
+    with caplog.at_level("WARNING"):
+        assert skipping[0]["key"] == "00001_0002"  # the next good clip
+    assert "00001_0001_3" in caplog.text
+    assert Vimeo7({**opt, "checksum": "off"})[0]["key"] == "00001_0001"

@@ -55,11 +55,11 @@ class LmdbFrames:
 
     bgr = True
 
-    def __init__(self, root: str | Path, what: str) -> None:
+    def __init__(self, root: str | Path, what: str, verify: bool = True) -> None:
         self.root = Path(root)
         if not self.root.exists():
             raise DataError(f"{what} {self.root} does not exist: check the path (or build it with create_lmdb.py)")
-        self.store = LmdbStore(self.root)
+        self.store = LmdbStore(self.root, verify=verify)
 
     @staticmethod
     def key(clip: str, n: int) -> str:
@@ -76,12 +76,13 @@ class LmdbFrames:
         return sorted(names, key=natural_key)
 
 
-def open_frames(root: str | Path, data_type: str | None, what: str) -> FolderFrames | LmdbFrames:
-    """A frame source for ``root``: an LMDB when ``data_type`` is 'lmdb' (or None and root looks like one)."""
+def open_frames(root: str | Path, data_type: str | None, what: str, verify: bool = True) -> FolderFrames | LmdbFrames:
+    """A frame source for ``root``: an LMDB when ``data_type`` is 'lmdb' (or None and root looks like one);
+    ``verify``: check each LMDB value against its CRC-32."""
     if data_type is None:
         data_type = "lmdb" if is_lmdb(root) else "img"
     if data_type == "lmdb":
-        return LmdbFrames(root, what)
+        return LmdbFrames(root, what, verify)
     if data_type == "img":
         return FolderFrames(root, what)
     raise DataError(f"data_type '{data_type}' is not one of 'lmdb', 'img' (or leave it out to detect it)")

@@ -12,6 +12,11 @@ The loader takes keys and shapes from it, so no shape is hard-coded anywhere. Ba
 folder next to the destination and renames it at the end, so a killed run never leaves a half database
 under the final name. :class:`LmdbStore` reads one, opening the environment lazily in each process
 (DataLoader workers included).
+
+A damaged database is reported, never a crash: every open compares the size of ``data.mdb`` with the pages
+the environment says it uses (a truncated file would otherwise end the process with SIGBUS on the first read
+past its end), and every value read is checked against the CRC-32 of ``meta_info.txt``
+(:class:`CorruptValueError` names the key).
 """
 
 from __future__ import annotations
@@ -39,6 +44,59 @@ META_HEADER = "# stvsr LMDB meta info: key (H,W,C) [crc32:xxxxxxxx]; values are 
 PAGE_SIZE = 4096
 _LINE = re.compile(r"^(?P<key>\S+)\s+\((?P<shape>[0-9,\s]+)\)(?P<rest>.*)$")
 _CRC = re.compile(r"crc32:([0-9a-fA-F]{8})")
+
+
+class CorruptValueError(DataError):
+    """A value whose bytes do not match the CRC-32 of ``meta_info.txt``; ``key`` names it."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _rebuild_hint(path: Path) -> str:
+    return (
+        f"rebuild it with python data_scripts/create_lmdb.py --src <frames folder> --dst {path} --overwrite "
+        "(or copy it again from a good source)"
+    )
+
+
+def check_file_size(path: str | Path, env: lmdb.Environment) -> None:
+    """DataError when ``data.mdb`` is shorter than the pages the environment says it uses.
+
+    ``env.info()`` and ``env.stat()`` come from the meta pages (the first two pages, read when the environment
+    is opened), so this touches no data page: psize * (last_pgno + 1) bytes must be in the file, or a read
+    of a value past its end would be a bus error (SIGBUS) that kills the process without a message.
+    """
+    data = Path(path) / "data.mdb"
+    size = data.stat().st_size
+    psize = int(env.stat()["psize"])
+    pages = int(env.info()["last_pgno"]) + 1
+    if size < psize * pages:
+        raise DataError(
+            f"LMDB {path} is damaged: {data} is {size:,} bytes but the database uses {psize * pages:,} bytes "
+            f"({pages:,} pages of {psize}): the file is truncated (an interrupted copy or download, or a full "
+            f"disk); {_rebuild_hint(Path(path))}"
+        )
+
+
+def open_environment(path: str | Path) -> lmdb.Environment:
+    """A read-only environment of the LMDB folder ``path``, checked against truncation before any read."""
+    data = Path(path) / "data.mdb"
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)
+    except lmdb.Error as exc:
+        size = data.stat().st_size if data.is_file() else 0
+        raise DataError(
+            f"LMDB {path} is damaged: {data} ({size:,} bytes) cannot be opened as an LMDB ({exc}); "
+            f"{_rebuild_hint(Path(path))}"
+        ) from None
+    try:
+        check_file_size(path, env)
+    except BaseException:
+        env.close()
+        raise
+    return env
 
 
 @dataclass(frozen=True)
@@ -234,21 +292,28 @@ def _open_readonly(path: Path) -> lmdb.Environment:
         return env
     if env is not None:
         env.close()
-    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)
+    env = open_environment(path)
     _READERS[key] = (os.getpid(), env)
     return env
 
 
 class LmdbStore:
-    """Read-only access to an LMDB described by its ``meta_info.txt``; picklable for DataLoader workers."""
+    """Read-only access to an LMDB described by its ``meta_info.txt``; picklable for DataLoader workers.
 
-    def __init__(self, path: str | Path) -> None:
+    The database is opened (and checked against truncation) when the store is made, so a damaged file is
+    reported before any work starts. ``verify`` (default True): every value read is checked against its CRC-32
+    in ``meta_info.txt``; a mismatch raises :class:`CorruptValueError` naming the key.
+    """
+
+    def __init__(self, path: str | Path, verify: bool = True) -> None:
         self.path = require_dir(path, "LMDB")
         if not (self.path / "data.mdb").is_file():
             raise DataError(f"{self.path} has no data.mdb: it is not an LMDB folder; build it with create_lmdb.py")
         self.entries = read_meta(self.path)
+        self.verify = verify
         self._env: lmdb.Environment | None = None
         self._pid: int | None = None
+        self._environment()  # a damaged (truncated) file is reported now, not at the first read
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -305,6 +370,15 @@ class LmdbStore:
                 f"{entry.shape} ({entry.nbytes} bytes): the database or its meta info is corrupt; rebuild it "
                 f"(create_lmdb.py --check {self.path} lists every bad key)"
             )
+        if self.verify and entry.crc32 is not None:
+            crc = zlib.crc32(buf)
+            if crc != entry.crc32:
+                raise CorruptValueError(
+                    f"LMDB {self.path}: the value of key {key} is corrupt (CRC-32 {crc:08x}, {META_NAME} says "
+                    f"{entry.crc32:08x}); {_rebuild_hint(self.path)}. create_lmdb.py --check {self.path} lists "
+                    "every bad key; datasets.<phase>.checksum: skip leaves such samples out",
+                    key,
+                )
         return np.frombuffer(buf, dtype=np.uint8).reshape(entry.shape)
 
     def check(self) -> Iterator[tuple[str, str | None]]:
@@ -336,7 +410,7 @@ def meta_from_database(path: str | Path, shape: tuple[int, int, int]) -> int:
     """
     path = require_dir(path, "LMDB")
     entries = []
-    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False)
+    env = open_environment(path)
     try:
         with env.begin(write=False) as txn:
             for key, value in txn.cursor():

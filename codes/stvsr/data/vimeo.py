@@ -14,6 +14,11 @@
     LQ_size: 32
     use_flip: true
     use_rot: true
+    checksum: error                         # LMDB values checked against meta_info.txt's CRC-32: error | skip | off
+
+A corrupt LMDB value (its CRC-32 does not match ``meta_info.txt``) stops the run with a message naming the key
+(``checksum: error``, the default); ``checksum: skip`` logs the key once and takes the next clip instead (a
+fixed substitute, so runs stay reproducible); ``checksum: off`` reads without checking.
 
 A sample is ``{'LQs': (N, 3, h, w), 'GT': (N_frames, 3, H, W), 'key': '00001_0001'}``, RGB float32 in [0, 1].
 The LR inputs are the GT positions ``LQ_index_list`` (default 0, 2, 4, 6: im1, im3, im5, im7 before the
@@ -36,7 +41,7 @@ from .augment import Flips, random_crop, to_tensor
 from .degrade import degrade
 from .frames import clip_key, clip_name, open_frames
 from .io import MISSING_SHOWN, DataError, read_clip_list
-from .lmdb_store import read_keys_file
+from .lmdb_store import CorruptValueError, read_keys_file
 from .options import REQUIRED, check_choice, resolve_options
 
 logger = logging.getLogger(__name__)
@@ -118,6 +123,7 @@ COMMON_SCHEMA: dict[str, Any] = {
     "frames_per_clip": 7,
     "color": "RGB",
     "missing": "error",
+    "checksum": "error",
 }
 
 
@@ -131,14 +137,19 @@ class _VimeoBase(Dataset):
         o = resolve_options(opt, {**COMMON_SCHEMA, **self.SCHEMA}, self.NAME)
         check_choice(o["missing"], ("error", "skip"), "missing", self.NAME)
         check_choice(o["color"], ("RGB",), "color", self.NAME)
+        check_choice(o["checksum"], ("error", "skip", "off"), "checksum", self.NAME)
         self.opt = o
         self.n_frames = int(o["N_frames"])
         self.lq_index = _lq_index_list(o["LQ_index_list"], self.n_frames, self.NAME)
         self.clip_length = int(o["frames_per_clip"])
         if self.n_frames > self.clip_length:
             raise DataError(f"{self.NAME}: N_frames {self.n_frames} exceeds frames_per_clip {self.clip_length}")
-        self.gt = open_frames(o["dataroot_GT"], o["data_type"], "dataroot_GT")
-        self.lq = None if o["dataroot_LQ"] is None else open_frames(o["dataroot_LQ"], o["data_type"], "dataroot_LQ")
+        verify = o["checksum"] != "off"
+        self.gt = open_frames(o["dataroot_GT"], o["data_type"], "dataroot_GT", verify)
+        self.lq = (
+            None if o["dataroot_LQ"] is None else open_frames(o["dataroot_LQ"], o["data_type"], "dataroot_LQ", verify)
+        )
+        self._reported: set[str] = set()
         names = _load_clip_names(o, self.gt)
         sources = [self.gt] if self.lq is None else [self.gt, self.lq]
         self.clips = _drop_missing(names, sources, range(1, self.clip_length + 1), o["missing"], self.NAME)
@@ -218,6 +229,21 @@ class Vimeo7(_VimeoBase):
         return numbers
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """The sample of clip ``index``; with ``checksum: skip``, a clip with a corrupt LMDB value is replaced by
+        the next good one (its key logged once per process)."""
+        for attempt in range(len(self.clips)):
+            try:
+                return self._item((index + attempt) % len(self.clips))
+            except CorruptValueError as exc:
+                if self.opt["checksum"] != "skip":
+                    raise
+                if exc.key not in self._reported:
+                    self._reported.add(exc.key)
+                    clip = self.clips[(index + attempt) % len(self.clips)]
+                    logger.warning("%s: skipping clip %s: %s", self.NAME, clip, exc)
+        raise DataError(f"{self.NAME}: every clip has a corrupt LMDB value: rebuild the LMDB with create_lmdb.py")
+
+    def _item(self, index: int) -> dict[str, Any]:
         clip = self.clips[index]
         key = clip_key(clip)
         numbers = self.frame_numbers()
@@ -246,6 +272,8 @@ class VimeoTest(_VimeoBase):
     def __init__(self, opt: Mapping[str, Any]) -> None:
         super().__init__(opt)
         check_choice(str(self.opt["degradation"]).upper(), ("BI", "BD"), "degradation", self.NAME)
+        if self.opt["checksum"] == "skip":
+            raise DataError("VimeoTest: checksum: skip is for training; an evaluation scores every listed clip")
         self.scale = int(self.opt["scale"] or 4)
         half = self.n_frames // 2
         centre = (self.clip_length + 1) // 2
