@@ -21,9 +21,10 @@ from torch import nn
 
 from stvsr.registry import ARCHS, did_you_mean
 
-# registers bicubic, LunaTokis (zsm), Net (MSITF), SAFA, STARnet and STTrans2 (stdan)
-from . import bicubic, msitf, safa, starnet, stdan, zsm  # noqa: F401
+# registers bicubic, LunaTokis (zsm), Net (MSITF), RSTT, SAFA, STARnet and STTrans2 (stdan)
+from . import bicubic, msitf, rstt, safa, starnet, stdan, zsm  # noqa: F401
 from .msitf import MSITF
+from .rstt import RSTT
 from .safa import SAFA
 from .starnet import STARnet
 from .stdan import STTrans2
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ARCHS",
     "MSITF",
+    "RSTT",
     "SAFA",
     "LunaTokis",
     "STARnet",

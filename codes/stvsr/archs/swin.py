@@ -16,17 +16,26 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
-def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B*nW, ws*ws, C), windows row-major, tokens row-major inside a window."""
+def _pair(ws: int | Sequence[int]) -> tuple[int, int]:
+    return (ws, ws) if isinstance(ws, int) else (int(ws[0]), int(ws[1]))
+
+
+def window_partition(x: torch.Tensor, ws: int | Sequence[int]) -> torch.Tensor:
+    """(B, H, W, C) -> (B*nW, wh*ww, C), windows row-major, tokens row-major inside a window.
+
+    ``ws`` is the window side, or (wh, ww) for a rectangular window (RSTT's windows shrink to a small side).
+    """
     b, h, w, c = x.shape
-    x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, ws * ws, c)
+    wh, ww = _pair(ws)
+    x = x.view(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, wh * ww, c)
 
 
-def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
-    """(B*nW, ws*ws, C) -> (B, H, W, C); inverse of :func:`window_partition`."""
+def window_reverse(windows: torch.Tensor, ws: int | Sequence[int], h: int, w: int) -> torch.Tensor:
+    """(B*nW, wh*ww, C) -> (B, H, W, C); inverse of :func:`window_partition`."""
     c = windows.shape[-1]
-    x = windows.view(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    wh, ww = _pair(ws)
+    x = windows.view(-1, h // wh, w // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, h, w, c)
 
 
@@ -37,17 +46,55 @@ def relative_position_index(ws: int) -> torch.Tensor:
     return rel[:, :, 0] * (2 * ws - 1) + rel[:, :, 1]
 
 
-def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
-    """(nW, ws*ws, ws*ws) float: -100 between tokens of different shift regions, 0 otherwise."""
+def shifted_window_mask(h: int, w: int, ws: int | Sequence[int], shift: int | Sequence[int]) -> torch.Tensor:
+    """(nW, wh*ww, wh*ww) float: -100 between tokens of different shift regions, 0 otherwise.
+
+    ``ws`` and ``shift`` may be (h, w) pairs; a side with shift 0 is not split (one region along it, as the
+    official slicing ``slice(-0, None)`` gives).
+    """
+    (wh, ww), (sh, sw) = _pair(ws), _pair(shift)
+
+    def bands(size: int, shift: int) -> tuple[slice, ...]:
+        return (slice(0, -size), slice(-size, -shift), slice(-shift, None)) if shift else (slice(None),)
+
     region = torch.zeros(1, h, w, 1)
     count = 0
-    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+    for hs in bands(wh, sh):
+        for wsl in bands(ww, sw):
             region[:, hs, wsl, :] = count
             count += 1
-    windows = window_partition(region, ws).squeeze(-1)  # nW, N
+    windows = window_partition(region, (wh, ww)).squeeze(-1)  # nW, N
     diff = windows.unsqueeze(1) - windows.unsqueeze(2)
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+
+
+def window_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """softmax(q k^T * scale + bias + mask) v inside windows.
+
+    q: (B*nW, heads, N1, d); k, v: (B*nW, heads, N2, d) (N2 = N1 for self-attention); bias: (heads, N1, N2);
+    mask: (nW, N1, N2) or None, the windows of one image consecutive (as :func:`window_partition` orders them).
+    Returns (B*nW, heads, N1, d).
+    """
+    bw, heads, n1, _ = q.shape
+    n2 = k.shape[2]
+    nw = 1
+    if mask is not None:
+        nw = mask.shape[0]
+        bias = bias.unsqueeze(0) + mask.to(bias.dtype).unsqueeze(1)  # nW, heads, N1, N2
+    bias = bias.reshape(1, nw * heads, n1, n2).to(q.dtype)
+    # The windows of one image are folded into the head dimension so that bias and mask broadcast over the
+    # batch. Fused attention is much faster for inference; for training on CPU its backward is slower than (and,
+    # under CPU contention, far more erratic than) the plain formula, which computes the same thing.
+    q = q.reshape(bw // nw, nw * heads, n1, -1)
+    k, v = (t.reshape(bw // nw, nw * heads, n2, -1) for t in (k, v))
+    if q.device.type == "cpu" and torch.is_grad_enabled():
+        attn = torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)) + bias, dim=-1)
+        out = torch.matmul(attn, v)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    return out.reshape(bw, heads, n1, -1)
 
 
 class DropPath(nn.Module):
@@ -99,22 +146,8 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.unbind(0)  # each (B*nW, heads, N, d)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, -1).permute(2, 0, 1)  # heads, N, N
-        nw = 1
-        if mask is not None:
-            nw = mask.shape[0]
-            bias = bias.unsqueeze(0) + mask.to(bias.dtype).unsqueeze(1)  # nW, heads, N, N
-        bias = bias.reshape(1, nw * self.num_heads, n, n).to(q.dtype)
-        # softmax(q k^T * scale + bias + mask) v, with the windows of one image folded into the head dimension
-        # so that bias and mask broadcast over the batch. Fused attention is much faster for inference; for
-        # training on CPU its backward is slower than (and, under CPU contention, far more erratic than) the
-        # plain formula, which computes the same thing.
-        q, k, v = (t.reshape(bw // nw, nw * self.num_heads, n, -1) for t in (q, k, v))
-        if x.device.type == "cpu" and torch.is_grad_enabled():
-            attn = torch.softmax(torch.matmul(q * self.scale, k.transpose(-2, -1)) + bias, dim=-1)
-            out = torch.matmul(attn, v)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        return self.proj(out.reshape(bw, self.num_heads, n, -1).transpose(1, 2).reshape(bw, n, c))
+        out = window_attention(q, k, v, bias, mask, self.scale)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
 class SwinTransformerBlock(nn.Module):
