@@ -21,13 +21,14 @@ from torch import nn
 
 from stvsr.registry import ARCHS, did_you_mean
 
-# registers bicubic, LunaTokis (zsm), Net (MSITF), RSTT, SAFA, STARnet and STTrans2 (stdan)
-from . import bicubic, msitf, rstt, safa, starnet, stdan, zsm  # noqa: F401
+# registers bicubic, LunaTokis (zsm), Net (MSITF), RSTT, SAFA, STARnet, STTrans2 (stdan) and TMNet
+from . import bicubic, msitf, rstt, safa, starnet, stdan, tmnet, zsm  # noqa: F401
 from .msitf import MSITF
 from .rstt import RSTT
 from .safa import SAFA
 from .starnet import STARnet
 from .stdan import STTrans2
+from .tmnet import TMNet
 from .zsm import LunaTokis
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ __all__ = [
     "LunaTokis",
     "STARnet",
     "STTrans2",
+    "TMNet",
     "arch_arguments",
     "build_arch",
     "count_parameters",

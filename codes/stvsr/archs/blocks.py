@@ -106,6 +106,8 @@ class PCD_Align(nn.Module):
 
     ``forward(fea1, fea2)`` with pyramids ``[L1, L2, L3]`` returns ``[fea1 aligned, fea2 aligned]``
     (2*nf channels). ``dcn`` is the deformable conv class: ``DCNSep`` (ZSM) or ``DCNv2Pack`` (STDAN).
+    The last offset conv of each level goes through :meth:`_last_offset`, where TMNet adds its temporal
+    modulation (``stvsr.archs.tmnet``).
     """
 
     def __init__(self, nf: int = 64, groups: int = 8, dcn: type[nn.Module] = DCNSep) -> None:
@@ -125,23 +127,29 @@ class PCD_Align(nn.Module):
                 )
                 setattr(self, f"L{level}_fea_conv_{s}", nn.Conv2d(nf * 2, nf, 3, 1, 1, bias=True))
 
-    def _branch(self, s: int, a: Pyramid, b: Pyramid) -> torch.Tensor:
+    def _last_offset(self, s: int, level: int, off: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        """lrelu(conv(off)) with the last offset conv of ``level`` in branch ``s`` (``L3_offset_conv2``,
+        ``L2_offset_conv3``, ``L1_offset_conv3``). ``t`` is unused here (TMNet's time input)."""
+        conv = getattr(self, f"L3_offset_conv2_{s}" if level == 3 else f"L{level}_offset_conv3_{s}")
+        return lrelu(conv(off))
+
+    def _branch(self, s: int, a: Pyramid, b: Pyramid, t: torch.Tensor | None = None) -> torch.Tensor:
         """Align pyramid ``a`` using offsets from ``[a, b]``, with the convs of branch ``s``."""
         m = lambda name: getattr(self, f"{name}_{s}")
         # level 3
         off3 = lrelu(m("L3_offset_conv1")(torch.cat((a[2], b[2]), dim=1)))
-        off3 = lrelu(m("L3_offset_conv2")(off3))
+        off3 = self._last_offset(s, 3, off3, t)
         fea3 = lrelu(m("L3_dcnpack")(a[2], off3))
         # level 2; the x2 on the upsampled offset *features* is official (quirk 1, KEEP)
         off2 = lrelu(m("L2_offset_conv1")(torch.cat((a[1], b[1]), dim=1)))
         off2 = lrelu(m("L2_offset_conv2")(torch.cat((off2, up2(off3) * 2), dim=1)))
-        off2 = lrelu(m("L2_offset_conv3")(off2))
+        off2 = self._last_offset(s, 2, off2, t)
         fea2 = m("L2_dcnpack")(a[1], off2)  # no activation (quirk 2, KEEP)
         fea2 = lrelu(m("L2_fea_conv")(torch.cat((fea2, up2(fea3)), dim=1)))
         # level 1
         off1 = lrelu(m("L1_offset_conv1")(torch.cat((a[0], b[0]), dim=1)))
         off1 = lrelu(m("L1_offset_conv2")(torch.cat((off1, up2(off2) * 2), dim=1)))
-        off1 = lrelu(m("L1_offset_conv3")(off1))
+        off1 = self._last_offset(s, 1, off1, t)
         fea1 = m("L1_dcnpack")(a[0], off1)  # no activation
         return m("L1_fea_conv")(torch.cat((fea1, up2(fea2)), dim=1))  # no activation
 
