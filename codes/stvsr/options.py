@@ -98,6 +98,7 @@ SCHEMA: dict[str, Any] = {
         "channels_last": (bool, False),
         "deterministic": (bool, False),
         "find_unused_parameters": (bool, False),  # DDP: models with parameters that get no gradient
+        "dcn_lr_mul": (float, 1.0),  # lr multiplier of the deformable offset convs (BasicSR's dcn_lr_mul)
     },
     "logger": {
         "print_freq": (int, 100),
@@ -263,6 +264,8 @@ def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = No
             "train.feature_weights_path: required by feature_criterion vgg19 (a local VGG19 weights file; "
             "weights are not downloaded at run time)"
         )
+    if not tr["dcn_lr_mul"] > 0:
+        raise OptionsError(f"train.dcn_lr_mul: {tr['dcn_lr_mul']} must be > 0 (e.g. 0.1 for a 10x smaller step)")
     if tr["ema_decay"] is not None and not 0.0 < tr["ema_decay"] < 1.0:
         raise OptionsError(f"train.ema_decay: {tr['ema_decay']} is not in (0, 1)")
     _check_choice(tr, "scheduler_order", ("before", "after"))

@@ -49,7 +49,7 @@ _CRC = re.compile(r"crc32:([0-9a-fA-F]{8})")
 class CorruptValueError(DataError):
     """A value whose bytes do not match the CRC-32 of ``meta_info.txt``; ``key`` names it."""
 
-    def __init__(self, message: str, key: str) -> None:
+    def __init__(self, message: str, key: str = "") -> None:  # one argument: DataLoader re-raises it so
         super().__init__(message)
         self.key = key
 

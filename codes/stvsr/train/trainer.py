@@ -28,12 +28,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import logging
+import logging.handlers
 import math
 import os
 import random
 import re
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -58,6 +62,51 @@ CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
 
 class TrainingStopped(RuntimeError):
     """The run stopped on purpose (e.g. too many non-finite losses in a row); the message says why."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT / SIGTERM: the current step was finished and a checkpoint written; ``exit_code`` is 128 + signal."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave SIGINT / SIGTERM to the training process, which stops after the current step (a
+    Ctrl-C reaches the whole process group; a worker that died of it would fail the next batch)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class StopSignals:
+    """Between :meth:`install` and :meth:`restore` (main thread only): SIGINT and SIGTERM set :attr:`signum` instead of killing the run; the loop
+    finishes its step, saves and stops. A second SIGINT stops at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        name = signal.Signals(signum).name
+        message = f"\n{name}: finishing the current step, then saving a checkpoint (Ctrl-C again stops at once)\n"
+        os.write(sys.stderr.fileno(), message.encode())  # not logging: it takes locks, unsafe in a handler
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -90,18 +139,32 @@ def find_latest_checkpoint(models_dir: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _setup_logging(log_dir: Path, name: str) -> list[logging.Handler]:
-    """A log file in the experiment folder and the console, for the life of one Trainer."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    file = logging.FileHandler(log_dir / f"train_{name}_{time.strftime('%Y%m%d_%H%M%S')}.log")
-    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+def _setup_logging() -> list[logging.Handler]:
+    """The console, and a buffer that keeps the records until the experiment folder (and its log file) exists:
+    the folder is made only once every check has passed (:func:`_attach_log_file`)."""
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
-    for handler in (file, console):
+    buffer = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
+    for handler in (console, buffer):
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    return [file, console]
+    return [console, buffer]
+
+
+def _attach_log_file(handlers: list[logging.Handler], log_dir: Path, name: str) -> None:
+    """A log file in the experiment folder, starting with the records buffered so far."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    file = logging.FileHandler(log_dir / f"train_{name}_{time.strftime('%Y%m%d_%H%M%S')}.log")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for buffer in [h for h in handlers if isinstance(h, logging.handlers.MemoryHandler)]:
+        buffer.setTarget(file)
+        buffer.flush()
+        logger.removeHandler(buffer)
+        handlers.remove(buffer)
+        buffer.close()
+    logger.addHandler(file)
+    handlers.append(file)
 
 
 def _tensorboard(log_dir: Path, enabled: bool):
@@ -144,6 +207,38 @@ def _resolve_device(name: str, dist_info: DistInfo) -> torch.device:
     return device
 
 
+def offset_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters of the convolutions that predict deformable offsets and masks (every module of
+    :mod:`stvsr.ops.modules` names its offset conv in ``offset_conv_name``)."""
+    found: dict[int, torch.nn.Parameter] = {}
+    for module in model.modules():
+        name = getattr(module, "offset_conv_name", None)
+        conv = getattr(module, name, None) if isinstance(name, str) else None
+        if isinstance(conv, torch.nn.Module):
+            found.update((id(p), p) for p in conv.parameters())
+    return list(found.values())
+
+
+def param_groups(
+    model: torch.nn.Module, params: list[torch.nn.Parameter], lr: float, dcn_lr_mul: float = 1.0
+) -> list[dict[str, Any]]:
+    """Optimiser groups: ``params`` at ``lr``, except the deformable offset convs at ``lr * dcn_lr_mul``
+    (``train.dcn_lr_mul``, as BasicSR's EDVR training, which multiplies the learning rate of its DCN parameters:
+    a smaller step for the offsets keeps them from growing large early in training). One group when 1."""
+    if dcn_lr_mul == 1.0:
+        return [{"params": params, "lr": lr}]
+    offsets = {id(p) for p in offset_parameters(model)}
+    normal = [p for p in params if id(p) not in offsets]
+    dcn = [p for p in params if id(p) in offsets]
+    if not dcn:
+        logger.warning(
+            "train.dcn_lr_mul=%g: %s has no deformable offset conv; ignored", dcn_lr_mul, type(model).__name__
+        )
+        return [{"params": params, "lr": lr}]
+    logger.info("Deformable offset convs (%d tensors) train at lr x %g", len(dcn), dcn_lr_mul)
+    return [{"params": normal, "lr": lr}, {"params": dcn, "lr": lr * dcn_lr_mul}]
+
+
 class EMA:
     """Exponential moving average of the weights: ``ema = decay * ema + (1 - decay) * weights`` after every step
     (floating buffers averaged too, integer buffers copied)."""
@@ -173,18 +268,21 @@ class Trainer:
         resume = resume if resume is not None else opt["path"]["resume_state"]
         if resume == "auto":
             resume = find_latest_checkpoint(opt["path"]["models"])
+        self.exp_dir = Path(opt["path"]["experiments_root"])
         if self.dist.is_main:
-            self.exp_dir = options_mod.prepare_experiment(opt, resume=resume is not None)
-            self._log_handlers = _setup_logging(self.exp_dir, opt["name"])
+            self._log_handlers = _setup_logging()
         else:  # rank > 0: warnings and errors only
-            self.exp_dir = Path(opt["path"]["experiments_root"])
             self._log_handlers = []
             logger.setLevel(logging.WARNING)
-        barrier(self.dist)
         self.models_dir = Path(opt["path"]["models"])
         self.tb = None
         try:
-            self._build(opt, resume)
+            self._build(opt, resume)  # options, data, model and checkpoint all checked ...
+            if self.dist.is_main:  # ... before experiments/<name>/ is made (a failed check leaves nothing)
+                self.exp_dir = options_mod.prepare_experiment(opt, resume=resume is not None)
+                _attach_log_file(self._log_handlers, self.exp_dir, opt["name"])
+                self.tb = _tensorboard(self.exp_dir, bool(opt.get("use_tb_logger", True)))
+            barrier(self.dist)
         except BaseException:
             self.close()
             raise
@@ -204,8 +302,6 @@ class Trainer:
         self.epoch = 0
         if resume is not None:
             self.load_checkpoint(resume)
-        if self.dist.is_main:
-            self.tb = _tensorboard(self.exp_dir, bool(opt.get("use_tb_logger", True)))
 
     def _set_determinism(self, deterministic: bool) -> None:
         if not deterministic:
@@ -256,6 +352,7 @@ class Trainer:
             drop_last=True,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
+            worker_init_fn=_ignore_stop_signals if workers > 0 else None,
         )
         self.iters_per_epoch = self.sampler.num_samples // per_rank
         vopt = opt["datasets"].get("val")
@@ -285,7 +382,10 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optim_cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "Adamax": torch.optim.Adamax}[tr["optim"]]
         self.optimizer = optim_cls(
-            params, lr=tr["lr_G"], weight_decay=tr["weight_decay_G"], betas=(tr["beta1"], tr["beta2"])
+            param_groups(self.model, params, tr["lr_G"], tr.get("dcn_lr_mul", 1.0)),
+            lr=tr["lr_G"],
+            weight_decay=tr["weight_decay_G"],
+            betas=(tr["beta1"], tr["beta2"]),
         )
         self.scheduler = build_scheduler(self.optimizer, tr)
         self.pixel_loss = Weighted(build_loss(tr["pixel_criterion"], tr["pixel_reduction"]), tr["pixel_weight"])
@@ -311,6 +411,9 @@ class Trainer:
             "epoch": self.epoch,
             "rng": get_rng_state(),
             "options": self.opt,
+            # what the weights are: codes/test.py, test_vimeo.py and stvsr-infer rebuild the model from these
+            "network_G": self.opt["network_G"],
+            "scale": self.opt["scale"],
         }
         if rng_ranks is not None and len(rng_ranks) > 1:
             state["rng_ranks"] = rng_ranks
@@ -478,7 +581,14 @@ class Trainer:
             total=end, initial=self.iter, desc="train", dynamic_ncols=True, disable=None if self.dist.is_main else True
         )
         before = tr["scheduler_order"] == "before"
+        window = {"iters": 0, "time": 0.0, "data": 0.0}  # since the last console line: for s/it and the ETA
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        stop = StopSignals()
+        redirect = logging_redirect_tqdm(loggers=[logger])  # log lines above the bar (tqdm.write), not glued to it
         try:
+            stop.install()
+            redirect.__enter__()
             while self.iter < end:
                 in_epoch = self.iter - self.epoch * self.iters_per_epoch
                 if in_epoch >= self.iters_per_epoch:
@@ -509,10 +619,25 @@ class Trainer:
                     else:
                         bad, last_loss = 0, loss
                     iter_time = time.perf_counter() - t_data
+                    window["iters"] += 1
+                    window["time"] += iter_time
+                    window["data"] += data_time
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.3g}", epoch=self.epoch)
                     if self.iter % log_opt["print_freq"] == 0:
-                        logger.info("<epoch:%3d, iter:%8d, lr:%.3e> loss: %.4e", self.epoch, self.iter, lr, loss)
+                        per_iter = window["time"] / window["iters"]
+                        eta = datetime.timedelta(seconds=round(per_iter * (end - self.iter)))
+                        logger.info(
+                            "<epoch:%3d, iter:%8d, lr:%.3e> loss: %.4e  time: %.3f s/it (data %.3f s), eta %s",
+                            self.epoch,
+                            self.iter,
+                            lr,
+                            loss,
+                            per_iter,
+                            window["data"] / window["iters"],
+                            eta,
+                        )
+                        window = {"iters": 0, "time": 0.0, "data": 0.0}
                     if self.tb is not None:
                         self.tb.add_scalar("loss", loss, self.iter)
                         self.tb.add_scalar("lr", lr, self.iter)
@@ -523,16 +648,41 @@ class Trainer:
                         logger.info("Iteration %d: validation PSNR-Y %.4f dB", self.iter, last_psnr)
                         if self.tb is not None:
                             self.tb.add_scalar("val/psnr_y", last_psnr, self.iter)
-                    if self.iter % log_opt["save_checkpoint_freq"] == 0 or self.iter == end:
+                    saved = self.iter % log_opt["save_checkpoint_freq"] == 0 or self.iter == end
+                    if saved:
                         self.save_checkpoint()
+                    if self._stop_requested(stop):
+                        self._interrupted(stop, saved)
                     if self.iter >= end:
                         break
                     t_data = time.perf_counter()
         finally:
+            with contextlib.suppress(Exception):
+                redirect.__exit__(None, None, None)
+            stop.restore()
             bar.close()
             if self.tb is not None:
                 self.tb.flush()
         return {"iter": self.iter, "loss": last_loss, "psnr_y": last_psnr}
+
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        """Whether a stop signal arrived (in any process: all must stop after the same step)."""
+        return sum_over_ranks(float(stop.signum is not None), self.dist) > 0
+
+    def _interrupted(self, stop: StopSignals, saved: bool) -> None:
+        """Save (unless this step just did; every process takes part) and raise :class:`TrainingInterrupted` with
+        the line on how to resume."""
+        signum = stop.signum if stop.signum is not None else signal.SIGTERM
+        if not saved:
+            self.save_checkpoint()
+        saved = self.models_dir / f"iter_{self.iter:08d}.pth"
+        options_file = self.opt["path"].get("options_file") or "<options.yml>"
+        resume = f"python codes/train.py -opt {options_file} --auto_resume"
+        raise TrainingInterrupted(
+            signum,
+            f"{signal.Signals(signum).name}: stopped after iteration {self.iter}, checkpoint "
+            f"{saved}; to continue: {resume}",
+        )
 
     def report(self, result: dict[str, Any]) -> None:
         """Log the final validation PSNR-Y of the model next to the bicubic baseline's (rank 0, with a val set)."""
@@ -557,6 +707,16 @@ class Trainer:
         for handler in self._log_handlers:
             logger.removeHandler(handler)
             handler.close()
+
+
+def _one_message(exc: BaseException) -> str:
+    """The user's message of ``exc``; for one re-raised from a DataLoader worker (whose text holds the worker's
+    traceback), its last line without the exception's class name."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", last.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -603,12 +763,18 @@ def main(argv: list[str] | None = None) -> int:
     resume = "auto" if args.auto_resume else None
     if resume == "auto" and find_latest_checkpoint(opt["path"]["models"]) is None:
         resume = None
+    from stvsr.data.io import DataError
+
     try:
         trainer = Trainer(opt, resume=resume, dist_info=dist_info)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:  # DataError, CheckpointMismatchError
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_message(exc)}", file=sys.stderr)
         shutdown(dist_info)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted before training started", file=sys.stderr)
+        shutdown(dist_info)
+        return 130
     try:
         result = trainer.train()
         logger.info("Done: iteration %d, last loss %.4e", result["iter"], result["loss"])
@@ -616,6 +782,15 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as exc:
         logger.error("%s", exc)
         return 1
+    except TrainingInterrupted as exc:
+        logger.warning("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        logger.warning("Interrupted: checkpoints so far are in %s; continue with --auto_resume", trainer.models_dir)
+        return 130
+    except DataError as exc:  # found while reading a sample (e.g. a corrupt LMDB value, a frame that fails to decode)
+        logger.error("error at iteration %d: %s", trainer.iter, _one_message(exc))
+        return 2
     finally:
         trainer.close()
         shutdown(dist_info)
