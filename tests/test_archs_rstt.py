@@ -72,8 +72,15 @@ def _spec_index(tq: list[int], tkv: list[int], ws: int, frames_q: int) -> torch.
     q = [(t, y, x) for t in tq for y in range(ws) for x in range(ws)]
     kv = [(t, y, x) for t in tkv for y in range(ws) for x in range(ws)]
     rows = [
-        [(a[0] - b[0] + frames_q - 1) * (2 * ws - 1) ** 2 + (a[1] - b[1] + ws - 1) * (2 * ws - 1) + a[2] - b[2] + ws - 1
-         for b in kv]  # fmt: skip
+        [
+            (a[0] - b[0] + frames_q - 1) * (2 * ws - 1) ** 2
+            + (a[1] - b[1] + ws - 1) * (2 * ws - 1)
+            + a[2]
+            - b[2]
+            + ws
+            - 1
+            for b in kv
+        ]
         for a in q
     ]
     return torch.tensor(rows)
@@ -161,8 +168,15 @@ def _index(attn, ws):
     q = [(t, y, x) for t in tq for y in range(ws[0]) for x in range(ws[1])]
     kv = [(t, y, x) for t in tkv for y in range(ws[0]) for x in range(ws[1])]
     idx = [
-        [(a[0] - b[0] + attn.frames_q - 1) * (2 * tw[0] - 1) * (2 * tw[1] - 1)
-         + (a[1] - b[1] + tw[0] - 1) * (2 * tw[1] - 1) + a[2] - b[2] + tw[1] - 1 for b in kv]  # fmt: skip
+        [
+            (a[0] - b[0] + attn.frames_q - 1) * (2 * tw[0] - 1) * (2 * tw[1] - 1)
+            + (a[1] - b[1] + tw[0] - 1) * (2 * tw[1] - 1)
+            + a[2]
+            - b[2]
+            + tw[1]
+            - 1
+            for b in kv
+        ]
         for a in q
     ]
     idx = torch.tensor(idx)
@@ -212,7 +226,7 @@ def _windowed(attn, x, kv, ws, shift, mask):
 
 
 def _encoder_layer(layer, x):
-    b, d, c, h, w = x.shape
+    d, h, w = x.shape[1], x.shape[3], x.shape[4]
     x = x.permute(0, 1, 3, 4, 2)
     ws, shift = _official_window((h, w), layer.window_size, layer.shift_size)
     hp, wp = math.ceil(h / ws[0]) * ws[0], math.ceil(w / ws[1]) * ws[1]
@@ -225,7 +239,7 @@ def _encoder_layer(layer, x):
 
 
 def _decoder_layer(layer, x, enc):
-    b, d1, c, h, w = x.shape
+    d1, h, w = x.shape[1], x.shape[3], x.shape[4]
     d2 = enc.shape[1]
     x, enc = x.permute(0, 1, 3, 4, 2), enc.permute(0, 1, 3, 4, 2)
     ws, shift = _official_window((h, w), layer.window_size, layer.shift_size)
@@ -241,7 +255,7 @@ def _decoder_layer(layer, x, enc):
 
 def official_structure_forward(m: RSTT, x: torch.Tensor) -> torch.Tensor:
     """RSTT.forward of the official code, written from the spec: per-frame convs, per-frame query loop."""
-    b, d, c, h, w = x.shape
+    b, d, _, h, w = x.shape
     up = F.interpolate(x.permute(0, 2, 1, 3, 4), (2 * d - 1, 4 * h, 4 * w), mode="trilinear", align_corners=False)
     conv = m.input_proj.proj[0]
     feats = torch.stack([F.leaky_relu(conv(x[:, i]), 0.01) for i in range(d)], dim=1)
@@ -301,8 +315,12 @@ def test_forward_shape_any_size(size):
 
 @pytest.mark.parametrize(
     "shape, words",
-    [((1, 3, 3, 8, 8), "at least 4"), ((1, 5, 3, 8, 8), "exactly num_frames=4"), ((1, 4, 1, 8, 8), "3 (RGB)"),
-     ((4, 3, 8, 8), "(B, N, 3, H, W)")],  # fmt: skip
+    [
+        ((1, 3, 3, 8, 8), "at least 4"),
+        ((1, 5, 3, 8, 8), "exactly num_frames=4"),
+        ((1, 4, 1, 8, 8), "3 (RGB)"),
+        ((4, 3, 8, 8), "(B, N, 3, H, W)"),
+    ],
 )
 def test_bad_input_is_a_clear_error(shape, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
