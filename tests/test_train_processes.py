@@ -5,6 +5,8 @@ weights of a single-process run on the same total batch; a run killed with SIGKI
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,3 +135,103 @@ def test_killed_run_resumes_exactly(tmp_path, data):
     straight.close()
     resumed = final_weights(models)
     assert all(torch.equal(resumed[key], value) for key, value in straight.model.state_dict().items())
+
+
+def _iteration(line: str) -> int | None:
+    match = re.search(r"iter:\s*(\d+),", line)
+    return int(match.group(1)) if match else None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_finishes_the_step_saves_and_resumes_exactly(tmp_path, data, sig):
+    """Ctrl-C (SIGINT) or SIGTERM between two checkpoints: the step ends, a checkpoint of that iteration is written,
+    one line says how to resume, exit 130 / 143, no traceback; ``--auto_resume`` then ends with the weights of a
+    run that was never interrupted."""
+    n = 60
+    train = {"niter": n, "T_period": [n], "restarts": None, "restart_weights": None}
+    _, raw = base_options(tmp_path / "stopped", data, **train)
+    raw["datasets"]["train"].update(use_flip=True, use_rot=True)
+    raw["logger"].update(save_checkpoint_freq=1000, print_freq=1)
+    path = write_options(tmp_path, raw)
+    models = models_dir(tmp_path / "stopped")
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), "-opt", str(path)],
+        env={**child_env(), "PYTHONUNBUFFERED": "1"},  # each log line as it is written
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:
+            if (_iteration(line) or 0) >= 3:
+                proc.send_signal(sig)
+                break
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err and "Done:" not in out
+    latest = find_latest_checkpoint(models)
+    assert latest is not None and 3 <= int(latest.stem.split("_")[1]) < n, "stopped too late: raise n"
+    resume_lines = [line for line in out.splitlines() if "--auto_resume" in line]
+    assert len(resume_lines) == 1 and str(path) in resume_lines[0] and latest.name in resume_lines[0]
+    assert not list(models.glob("*.tmp"))
+    if sig == signal.SIGTERM:
+        return  # the resume is the same for both signals: checked once
+
+    assert main(["-opt", str(path), "--auto_resume"]) == 0
+    _, raw_straight = base_options(tmp_path / "straight", data, **train)
+    raw_straight["datasets"]["train"].update(use_flip=True, use_rot=True)
+    straight = Trainer(options.validate(raw_straight, None))
+    straight.train()
+    straight.close()
+    resumed = final_weights(models)
+    assert all(torch.equal(resumed[key], value) for key, value in straight.model.state_dict().items())
+
+
+def test_failed_checks_leave_no_experiment_folder_and_damaged_lmdb_is_one_message(tmp_path, data, capsys):
+    """Data that fails its checks (missing root, truncated LMDB, corrupt LMDB value) stops the run with one
+    message and exit 2, before experiments/<name>/ exists (so the next run has nothing to archive)."""
+    from stvsr.data.io import read_image_bgr
+    from stvsr.data.make_lmdb import build_lmdb
+
+    exp = tmp_path / "run" / "experiments"
+    _, raw = base_options(tmp_path, data)
+    raw["datasets"]["train"]["dataroot_GT"] = str(tmp_path / "nowhere")
+    assert main(["-opt", str(write_options(tmp_path, raw))]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
+    assert not exp.exists()
+
+    for part in ("sequences", "sequences_LR"):
+        build_lmdb(data / part, tmp_path / f"{part}.lmdb", data / "list.txt", progress=False)
+    _, raw = base_options(tmp_path, data)
+    raw["datasets"]["train"].update(
+        dataroot_GT=str(tmp_path / "sequences.lmdb"), dataroot_LQ=str(tmp_path / "sequences_LR.lmdb")
+    )
+    raw["train"].update(niter=4, T_period=[4], restarts=None, restart_weights=None)  # one epoch: every clip
+    path = write_options(tmp_path, raw)
+    # values overwritten on disk (frames 2-6 of one clip: every 3-frame sample of it reads one of them) are
+    # named when read, not trained on silently
+    data_file = tmp_path / "sequences.lmdb" / "data.mdb"
+    good = data_file.read_bytes()
+    raw_bytes = bytearray(good)
+    for f in range(2, 7):
+        value = read_image_bgr(data / "sequences" / "00001" / "0001" / f"im{f}.png").tobytes()
+        at = raw_bytes.find(value) + 100
+        raw_bytes[at : at + 8] = bytes(255 - b for b in raw_bytes[at : at + 8])
+    data_file.write_bytes(bytes(raw_bytes))
+    assert main(["-opt", str(path)]) == 2
+    assert re.search(r"key 00001_0001_[2-6] is corrupt", capsys.readouterr().out)
+    # a truncated data.mdb: a message before any read (a bus error would kill the process: run it apart)
+    with open(data_file, "r+b") as f:
+        f.truncate(len(good) // 2)
+    shutil.rmtree(exp)
+    run = subprocess.run(
+        [sys.executable, str(TRAIN), "-opt", str(path)],
+        env=child_env(), capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert run.returncode not in (-7, 135), "training on a truncated LMDB died of SIGBUS"
+    assert run.returncode == 2 and "is damaged" in run.stderr and "truncated" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert not exp.exists()
