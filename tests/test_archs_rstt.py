@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -412,3 +413,54 @@ def test_registry_names_and_config_errors():
         build_arch({**TINY, "window_sizes": [[4, 4]] * 7})
     with pytest.raises(ValueError, match="divisible"):
         build_arch({**TINY, "embed_dim": 18})
+
+
+# ----------------------------------------------------------------------------- evaluation and inference feed 4 frames
+
+
+def _clips(root: Path, frames: int, size: tuple[int, int]) -> Path:
+    from stvsr.data.io import write_image
+
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        write_image(root / "GT" / "a" / f"{i:03d}.png", rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return root / "GT"
+
+
+def test_test_script_runs_rstt_on_4_frame_windows(tmp_path: Path, capsys):
+    """codes/test.py's entry point with a tiny RSTT: an 8-frame clip of 9x11 LR frames (padded inside) gives two
+    windows of 4 LR frames (the second the tail window) and all 8 frames scored; a window of 5 is refused."""
+    from stvsr.checkpoint import save_state_dict
+    from stvsr.eval.cli import main
+
+    gt = _clips(tmp_path, 8, (36, 44))
+    save_state_dict(tiny(), tmp_path / "rstt.pth")
+    opt = tmp_path / "tiny.yml"
+    opt.write_text(
+        "name: tiny\nnetwork_G: {which_model_G: RSTT, embed_dim: 16, depths: [2, 1, 2, 2, 2, 2, 1, 2], "
+        "num_heads: [1, 2, 2, 4, 4, 2, 2, 1], window_sizes: [[4, 4], [4, 4], [4, 4], [4, 4], [4, 4], [4, 4], "
+        "[4, 4], [4, 4]], back_RBs: 1}\n"
+        f"datasets:\n  test: {{name: syn, dataroot_GT: '{gt}'}}\n"
+        f"path: {{pretrain_model_G: '{tmp_path / 'rstt.pth'}', results_root: '{tmp_path / 'res'}'}}\n"
+    )
+    assert main(["-opt", str(opt), "--no_progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "8/8" in out and "pad_multiple=1" in out
+    opt.write_text(opt.read_text() + "protocol: {window: 5, stride: 4}\n")
+    assert main(["-opt", str(opt), "--no_progress", "--device", "cpu"]) == 2
+    assert "takes exactly 4 LR frames per call" in capsys.readouterr().err
+
+
+def test_infer_feeds_exactly_num_frames():
+    from stvsr.infer import WindowRunner, infer_video, upsample_stream
+    from stvsr.infer.media import InferError
+
+    model = tiny()
+    runner = WindowRunner(model)
+    frames = [np.full((9, 11, 3), 16 * i, dtype=np.uint8) for i in range(6)]
+    out = list(upsample_stream(frames, runner, window=4))
+    assert len(out) == 11 and out[0].shape == (36, 44, 3)
+    with pytest.raises(InferError, match="takes exactly 4 LR frames per call, got 3"):
+        runner(frames[:3])  # a stream shorter than the window is one window of all its frames
+    with pytest.raises(InferError, match="use --window 4"):
+        infer_video(model, "in.mp4", "out.mp4", window=5)

@@ -29,6 +29,14 @@ OFFICIAL_NETWORKS: dict[str, dict[str, Any]] = {
     "LunaTokis": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False},
     "STTrans2": {"nf": 64, "nframes": 7, "embed_dim": 72},
     "Net": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},  # MSITF
+    "RSTT": {  # RSTT-S (configs/RSTT-S-eval-*.yml); M / L: depths [6] * 8 / [8] * 8 (options/test/test_rstt_vid4.yml)
+        "embed_dim": 96,
+        "depths": [4] * 8,
+        "num_heads": [2, 4, 8, 16, 16, 8, 4, 2],
+        "window_sizes": [[4, 4]] * 8,
+        "num_frames": 4,
+        "back_RBs": 0,
+    },
     "SAFA": {},
     "STARnet": {"base_filter": 256, "feat": 64, "num_stages": 3, "n_resblock": 5, "scale_factor": 4},
     "bicubic": {},

@@ -107,6 +107,12 @@ def evaluate_clips(
     scale = int(getattr(model, "upscale", protocol.scale))
     if scale != protocol.scale:
         raise EvalError(f"the model upscales x{scale} but the protocol (and data) are x{protocol.scale}")
+    fixed = getattr(model, "input_frames", None)  # a model that takes exactly this many LR frames (RSTT: 4)
+    if fixed and (protocol.window + 1) // 2 != fixed:
+        raise EvalError(
+            f"{type(model).__name__} takes exactly {fixed} LR frames per call, but protocol.window {protocol.window} "
+            f"feeds {(protocol.window + 1) // 2}: set protocol.window to {2 * fixed - 1}"
+        )
     check_clips(clips, protocol)
     results = Results(protocol, model_name, divisor)
     model.eval()

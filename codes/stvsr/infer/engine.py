@@ -102,6 +102,7 @@ class WindowRunner:
         self.precision = precision
         self.scale = int(getattr(model, "upscale", 4))
         self.divisor = int(getattr(model, "size_divisor", 1))
+        self.fixed_frames = getattr(model, "input_frames", None)
         forward: Callable[[torch.Tensor], torch.Tensor] = self.model
         if time_factor != 2:
 
@@ -117,6 +118,11 @@ class WindowRunner:
     @torch.no_grad()
     def __call__(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         n = len(frames)
+        if self.fixed_frames and n != self.fixed_frames:
+            raise InferError(
+                f"{type(self.model).__name__} takes exactly {self.fixed_frames} LR frames per call, got {n} "
+                f"(an input shorter than {self.fixed_frames} frames cannot be upsampled by it)"
+            )
         x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2)[None].float().div_(255.0)
         dtype = PRECISIONS[self.precision]
         autocast = torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
@@ -209,6 +215,11 @@ def infer_video(
     """
     if window < 2:
         raise InferError(f"--window {window}: expected >= 2 LR frames")
+    fixed = getattr(model, "input_frames", None)  # a model that takes exactly this many LR frames (RSTT: 4)
+    if fixed and window != fixed:
+        raise InferError(
+            f"--window {window}: {type(model).__name__} takes exactly {fixed} LR frames per call: use --window {fixed}"
+        )
     runner = WindowRunner(model, time_factor, tile, tile_overlap, device, precision)
     in_path, out_path = Path(input).expanduser(), Path(output).expanduser()
     if in_path.exists() and out_path.exists() and in_path.resolve() == out_path.resolve():
