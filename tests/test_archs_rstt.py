@@ -17,6 +17,7 @@ from stvsr.archs import ARCHS, build_arch, count_parameters
 from stvsr.archs.rstt import RSTT
 from stvsr.checkpoint import load_official
 
+ROOT = Path(__file__).resolve().parents[1]
 COUNTS = {"S": 4_485_275, "M": 6_079_895, "L": 7_674_515}
 KEYS = {"S": (728, 48), "M": (1080, 72), "L": (1432, 96)}  # keys, relative_position_index buffers
 TINY = {"which_model_G": "RSTT", "embed_dim": 16, "depths": [2, 1, 2, 2, 2, 2, 1, 2],
@@ -464,3 +465,39 @@ def test_infer_feeds_exactly_num_frames():
         runner(frames[:3])  # a stream shorter than the window is one window of all its frames
     with pytest.raises(InferError, match="use --window 4"):
         infer_video(model, "in.mp4", "out.mp4", window=5)
+
+
+# ----------------------------------------------------------------------------- training configs
+
+
+@pytest.mark.parametrize("variant", ["S", "M", "L"])
+def test_official_recipe_configs(variant: str):
+    """options/train/train_rstt_{s,m,l}.yml: the official recipe (spec A.2 Training) and the model of the variant."""
+    from stvsr import options
+    from stvsr.train.schedulers import build_scheduler
+
+    opt = options.load(ROOT / "options" / "train" / f"train_rstt_{variant.lower()}.yml")
+    net = dict(opt["network_G"])
+    assert net.pop("num_frames") == 4 and net == RSTT.official_network(variant)
+    d, tr = opt["datasets"]["train"], opt["train"]
+    assert (d["GT_size"], d["LQ_size"], d["N_frames"], d["batch_size"]) == (256, 64, 7, 7)
+    assert d["use_flip"] and d["use_rot"] and d["random_reverse"] and d["interval_list"] == [1]
+    assert (tr["optim"], tr["lr_G"], tr["beta1"], tr["beta2"], tr["weight_decay_G"]) == ("AdamW", 2e-4, 0.9, 0.99, 0)
+    assert (tr["niter"], tr["warmup_iter"], tr["manual_seed"], tr["scheduler_order"]) == (2_000_000, -1, 0, "after")
+    assert (tr["pixel_criterion"], tr["pixel_reduction"]) == ("cb", "sum")
+    # lr(e): 2e-4 -> 1e-7 over the first 400k, restart at 1e-4, then only down to about 5e-5 (quirk 2)
+    sched = build_scheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=tr["lr_G"]), tr)
+    lr = {e: sched._lr(2e-4, e) for e in (0, 399_999, 400_000, 799_999, 800_000, 1_199_999, 2_000_000)}
+    assert lr[0] == 2e-4 and lr[399_999] < 1.1e-7 and lr[400_000] == pytest.approx(1e-4)
+    assert lr[799_999] == pytest.approx(5.0e-5, rel=2e-3) and lr[1_199_999] == pytest.approx(7.5e-5, rel=2e-3)
+    assert lr[2_000_000] == pytest.approx(5.0e-5, rel=2e-3) and lr[800_000] == pytest.approx(1e-4)
+
+
+def test_demo_config_builds_a_small_rstt():
+    from stvsr import options
+
+    opt = options.load(ROOT / "options" / "train" / "train_rstt_demo.yml")
+    model = build_arch(opt["network_G"])
+    assert isinstance(model, RSTT) and count_parameters(model) < 1_000_000 and model.input_frames == 4
+    assert opt["datasets"]["train"]["N_frames"] == 7 and opt["datasets"]["val"]["N_frames"] == 7
+    assert opt["train"]["scheduler_order"] == "after"
