@@ -49,6 +49,18 @@ OFFICIAL = {
         "n_resblock": 5,
         "scale_factor": 4,
     },
+    # RSTT-S / M / L (configs/RSTT-{S,M,L}.yml): no deformable convolution, exactly 4 LR frames in
+    **{
+        f"rstt_{v}": {
+            "which_model_G": "RSTT",
+            "embed_dim": 96,
+            "depths": [d] * 8,
+            "num_heads": [2, 4, 8, 16, 16, 8, 4, 2],
+            "window_sizes": [[4, 4]] * 8,
+            "back_RBs": 0,
+        }
+        for v, d in (("s", 4), ("m", 6), ("l", 8))
+    },
 }
 CASES = {"train": (2, 4, 32, 32), "fwd": (2, 4, 32, 32), "vid4": (1, 4, 144, 180)}
 # the pair models' own training shapes (B, N LR frames, h, w): SAFA 128x128 HR crops (6 per GPU officially),
@@ -57,7 +69,7 @@ MODEL_CASES = {
     "safa": {"train": (2, 2, 32, 32), "fwd": (2, 2, 32, 32)},
     "starnet": {"train": (1, 2, 64, 112), "fwd": (1, 2, 64, 112)},
 }
-NO_DCN = {"safa", "starnet"}  # no deformable convolution: one backend row is enough
+NO_DCN = {"safa", "starnet", "rstt_s", "rstt_m", "rstt_l"}  # no deformable convolution: one backend row is enough
 OFFICIAL_ZSM_STEP_S = (7.4, 10.7)
 
 
