@@ -425,7 +425,8 @@ std::vector<at::Tensor> dcn_backward_cpu(const at::Tensor& grad_output, const at
                                            grad_mask, grad_weight);
     });
   }
-  at::Tensor grad_bias = needs.bias ? grad_output.sum({0, 2, 3}) : at::Tensor();
+  const std::array<int64_t, 3> bias_dims{0, 2, 3};  // not a braced list: see the note in dcn_cuda.cu
+  at::Tensor grad_bias = needs.bias ? grad_output.sum(at::IntArrayRef(bias_dims)) : at::Tensor();
   return {grad_input, grad_offset, grad_mask, grad_weight, grad_bias};
 }
 

@@ -7,6 +7,8 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <array>
+
 #include "../dcn.h"
 
 namespace {
@@ -224,17 +226,20 @@ at::Tensor dcn_forward_cuda(const at::Tensor& input, const at::Tensor& weight, c
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t c_out = weight.size(0), ck = geo.channels * geo.taps(), L = geo.out_size();
   const at::Tensor w2d = weight.detach().view({c_out, ck});  // autograd is handled in Python
-  at::Tensor output = at::empty({geo.batch, c_out, L}, input.options());
+  // The returned tensor is the allocation itself, never a view of it: autograd (and in-place ops on
+  // the result, e.g. a LeakyReLU_) must see a fresh tensor. The GEMMs write through a flat view.
+  at::Tensor output = at::empty({geo.batch, c_out, geo.out_h, geo.out_w}, input.options());
+  at::Tensor flat = output.view({geo.batch, c_out, L});
   const int64_t chunk = chunk_size(geo);
   for (int64_t b0 = 0; b0 < geo.batch; b0 += chunk) {
     const int64_t n = std::min(chunk, geo.batch - b0);
     at::Tensor columns = at::empty({n, ck, L}, input.options());
     launch_im2col(rows(input, b0, n), rows(offset, b0, n), rows(mask, b0, n), with_batch(geo, n), columns);
-    at::Tensor out = output.narrow(0, b0, n);
+    at::Tensor out = flat.narrow(0, b0, n);
     at::bmm_out(out, w2d.expand({n, c_out, ck}), columns);
   }
-  if (bias.defined()) output.add_(bias.view({1, c_out, 1}));
-  return output.view({geo.batch, c_out, geo.out_h, geo.out_w});
+  if (bias.defined()) flat.add_(bias.view({1, c_out, 1}));
+  return output;
 }
 
 std::vector<at::Tensor> dcn_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
@@ -247,7 +252,8 @@ std::vector<at::Tensor> dcn_backward_cuda(const at::Tensor& grad_output, const a
   at::Tensor grad_input = needs.input ? at::zeros_like(input) : at::Tensor();
   at::Tensor grad_offset = needs.offset_mask ? at::empty_like(offset) : at::Tensor();
   at::Tensor grad_mask = needs.offset_mask ? at::empty_like(mask) : at::Tensor();
-  at::Tensor grad_weight = needs.weight ? at::zeros({c_out, ck}, input.options()) : at::Tensor();
+  at::Tensor grad_weight = needs.weight ? at::zeros_like(weight) : at::Tensor();
+  at::Tensor grad_weight_2d = needs.weight ? grad_weight.view({c_out, ck}) : at::Tensor();
   const int64_t chunk = chunk_size(geo);
   const bool any_sampling_grad = needs.input || needs.offset_mask || needs.weight;
   for (int64_t b0 = 0; any_sampling_grad && b0 < geo.batch; b0 += chunk) {
@@ -260,10 +266,12 @@ std::vector<at::Tensor> dcn_backward_cuda(const at::Tensor& grad_output, const a
     } else {
       launch_im2col(rows(input, b0, n), rows(offset, b0, n), rows(mask, b0, n), with_batch(geo, n), columns);
     }
-    if (needs.weight) grad_weight.add_(at::bmm(gout, columns.transpose(1, 2)).sum(0));
+    if (needs.weight) grad_weight_2d.add_(at::bmm(gout, columns.transpose(1, 2)).sum(0));
   }
-  at::Tensor grad_bias = needs.bias ? grad_out.sum({0, 2}) : at::Tensor();
-  if (grad_weight.defined()) grad_weight = grad_weight.view(weight.sizes());
+  // Reduction dims as an explicit IntArrayRef: a braced list is ambiguous under nvcc between the
+  // OptionalIntArrayRef and DimnameList overloads of some torch versions' headers (2.11).
+  const std::array<int64_t, 2> bias_dims{0, 2};
+  at::Tensor grad_bias = needs.bias ? grad_out.sum(at::IntArrayRef(bias_dims)) : at::Tensor();
   return {grad_input, grad_offset, grad_mask, grad_weight, grad_bias};
 }
 

@@ -6,7 +6,7 @@ everywhere) and ``torchvision`` (where it imports and works). See :mod:`stvsr.op
 
 from .backends import BACKENDS, available_backends, requested_backend
 from .functional import deform_sample, modulated_deform_conv2d
-from .modules import DCNSep, DCNv2, DCNv2Pack, DeformableSampling
+from .modules import DCNSep, DCNv2, DCNv2Pack, DeformableSampling, check_offsets, offset_magnitudes
 
 __all__ = [
     "BACKENDS",
@@ -15,7 +15,9 @@ __all__ = [
     "DCNv2Pack",
     "DeformableSampling",
     "available_backends",
+    "check_offsets",
     "deform_sample",
     "modulated_deform_conv2d",
+    "offset_magnitudes",
     "requested_backend",
 ]

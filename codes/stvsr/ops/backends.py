@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("ext", "torch", "torchvision")
 _ENV = "STVSR_DCN_BACKEND"
 _announced: set[tuple[str, str]] = set()
+_resolved: dict = {}  # (request, device type) -> backend, valid for one extension state
 
 
 @functools.cache
@@ -72,8 +73,22 @@ def requested_backend() -> str:
 
 
 def resolve(device: torch.device, backend: str | None = None) -> str:
-    """The backend to run for a tensor on ``device``: ``backend`` if given, else the environment's choice."""
-    name = (backend or requested_backend()).lower()
+    """The backend to run for a tensor on ``device``: ``backend`` if given, else the environment's choice.
+
+    The answer is remembered per (request, device type): the first call may build the extension and
+    probe torchvision; later calls, including those ``torch.compile`` traces, only read a dict.
+    """
+    request = (backend or requested_backend()).lower()
+    key = (request, device.type)
+    if _resolved.get("extension state") is not ext.state():  # the extension was reloaded (tests do this)
+        _resolved.clear()
+        _resolved["extension state"] = ext.state()
+    if key not in _resolved:
+        _resolved[key] = _choose(request, device)
+    return _resolved[key]
+
+
+def _choose(name: str, device: torch.device) -> str:
     if name == "auto":
         name = next(n for n in ("ext", "torchvision", "torch") if not why_unavailable(n, device))
     else:

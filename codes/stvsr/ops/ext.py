@@ -15,6 +15,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -160,6 +161,27 @@ def _put_ninja_on_path() -> None:
     # none: torch's own error ("Ninja is required to load C++ extensions") says what is missing
 
 
+def _first_error(output: str) -> str:
+    """The first compiler error line of a build's output (or its first line)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"\b(fatal )?error\b:", line, re.IGNORECASE):  # g++, clang, nvcc, ld
+            return line
+    return lines[0] if lines else "(no output)"
+
+
+def describe_build_failure(output: str) -> str:
+    """Writes the full output of a failed build to a log file and returns a two-line summary naming it."""
+    log = cache_root() / "last_build_failure.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(output)
+        where = f"full log: {log}"
+    except OSError as exc:
+        where = f"the full log could not be written to {log} ({exc})"
+    return f"the DCN extension could not be built: {_first_error(output)}\n  ({where})"
+
+
 def _import_prebuilt() -> ModuleType | None:
     try:
         module = importlib.import_module(PREBUILT_MODULE)
@@ -194,12 +216,13 @@ def load() -> ModuleType | None:
     module = _import_prebuilt()
     try:
         module = module or build()
-    except Exception as exc:  # noqa: BLE001 - compiler missing or failing, no ninja, ...: fall back, loudly once
-        _state.error = f"{type(exc).__name__}: {exc}"
-        logger.warning("The DCN extension could not be built; falling back to another backend.\n%s", _state.error)
+    except Exception as exc:  # noqa: BLE001 - compiler missing or failing, no ninja, ...: fall back, once
+        _state.error = describe_build_failure(f"{type(exc).__name__}: {exc}")
+        logger.warning("%s; falling back to another DCN backend", _state.error)
         return None
     _state.module = module
     _state.location = getattr(module, "__file__", "") or ""
+    register_ops()
     return module
 
 
@@ -214,45 +237,195 @@ def supports(device: torch.device) -> bool:
     return device.type == "cpu" or (device.type == "cuda" and module.with_cuda())
 
 
+# --- The kernels as operators -------------------------------------------------------------------
+#
+# With torch >= 2.4 the kernels are registered with the dispatcher (``torch.ops.stvsr.*``), each with a
+# fake implementation (output shapes for tracing) and its backward, so that ``torch.compile`` traces
+# them without a graph break and ``torch.library.opcheck`` can test them. On older torch they run
+# through ``torch.autograd.Function`` (eager only). Either way the pybind module does the work; the
+# unneeded gradients of a backward come back as 0-element tensors (an op cannot return None).
+
+_CONV = "stvsr::deform_conv2d"
+_CONV_SCHEMA = (
+    "(Tensor input, Tensor offset, Tensor mask, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+    "int[2] dilation, int groups) -> Tensor"
+)
+_CONV_BACKWARD = "stvsr::deform_conv2d_backward"
+_CONV_BACKWARD_SCHEMA = (
+    "(Tensor grad_output, Tensor input, Tensor offset, Tensor mask, Tensor weight, int[2] stride, "
+    "int[2] padding, int[2] dilation, int groups, bool need_input, bool need_offset_mask, bool need_weight, "
+    "bool need_bias) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
+_SAMPLE = "stvsr::deform_sample"
+_SAMPLE_SCHEMA = (
+    "(Tensor input, Tensor offset, Tensor mask, int[2] kernel_size, int[2] stride, int[2] padding, "
+    "int[2] dilation, int groups) -> Tensor"
+)
+_SAMPLE_BACKWARD = "stvsr::deform_sample_backward"
+_SAMPLE_BACKWARD_SCHEMA = (
+    "(Tensor grad_samples, Tensor input, Tensor offset, Tensor mask, int[2] kernel_size, int[2] stride, "
+    "int[2] padding, int[2] dilation, int groups, bool need_input, bool need_offset_mask) -> (Tensor, Tensor, Tensor)"
+)
+_ops_registered = False
+
+
+def _or_empty(grads, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Undefined (None) gradients of the pybind module as 0-element tensors."""
+    return tuple(like.new_empty(0) if g is None else g for g in grads)
+
+
+def _or_none(grads, needed) -> tuple[torch.Tensor | None, ...]:
+    return tuple(g if need else None for g, need in zip(grads, needed))
+
+
+def _fake_grads(like: dict[str, torch.Tensor], needed: dict[str, bool]) -> tuple[torch.Tensor, ...]:
+    empty = next(iter(like.values())).new_empty(0)
+    return tuple(torch.empty_like(t) if needed[name] else empty for name, t in like.items())
+
+
+def _conv(input, offset, mask, weight, bias, stride, padding, dilation, groups):
+    return _state.module.forward(input, weight, bias, offset, mask, *stride, *padding, *dilation, groups)
+
+
+def _conv_fake(input, offset, mask, weight, bias, stride, padding, dilation, groups):
+    return input.new_empty((input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3]))
+
+
+def _conv_backward(grad_output, input, offset, mask, weight, stride, padding, dilation, groups, *needs):
+    need_input, need_offset_mask, need_weight, need_bias = needs
+    grads = _state.module.backward(
+        grad_output, input, weight, offset, mask, *stride, *padding, *dilation, groups,
+        need_input, need_offset_mask, need_weight, need_bias,
+    )  # fmt: skip
+    return _or_empty(grads, input)
+
+
+def _conv_backward_fake(grad_output, input, offset, mask, weight, stride, padding, dilation, groups, *needs):
+    need_input, need_offset_mask, need_weight, need_bias = needs
+    like = {"input": input, "offset": offset, "mask": mask, "weight": weight, "bias": weight.new_empty(weight.shape[0])}
+    wanted = dict(zip(like, (need_input, need_offset_mask, need_offset_mask, need_weight, need_bias)))
+    return _fake_grads(like, wanted)
+
+
+def _conv_setup(ctx, inputs, output) -> None:
+    input, offset, mask, weight, bias, stride, padding, dilation, groups = inputs
+    ctx.params = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, offset, mask, weight)
+
+
+def _conv_autograd(ctx, grad_output):
+    input, offset, mask, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    needs = (need[0], need[1] or need[2], need[3], ctx.has_bias and need[4])
+    grads = torch.ops.stvsr.deform_conv2d_backward(
+        grad_output.contiguous(), input, offset, mask, weight, *ctx.params, *needs
+    )
+    return (*_or_none(grads, need[:5]), None, None, None, None)
+
+
+def _sample(input, offset, mask, kernel_size, stride, padding, dilation, groups):
+    return _state.module.sample(input, offset, mask, *kernel_size, *stride, *padding, *dilation, groups)
+
+
+def _sample_fake(input, offset, mask, kernel_size, stride, padding, dilation, groups):
+    taps = kernel_size[0] * kernel_size[1]
+    return input.new_empty((input.shape[0], input.shape[1], taps, offset.shape[2] * offset.shape[3]))
+
+
+def _sample_backward(grad_samples, input, offset, mask, kernel_size, stride, padding, dilation, groups, *needs):
+    grads = _state.module.sample_backward(
+        grad_samples, input, offset, mask, *kernel_size, *stride, *padding, *dilation, groups, *needs
+    )
+    return _or_empty(grads, input)
+
+
+def _sample_backward_fake(grad_samples, input, offset, mask, kernel_size, stride, padding, dilation, groups, *needs):
+    need_input, need_offset_mask = needs
+    like = {"input": input, "offset": offset, "mask": mask}
+    return _fake_grads(like, dict(zip(like, (need_input, need_offset_mask, need_offset_mask))))
+
+
+def _sample_setup(ctx, inputs, output) -> None:
+    input, offset, mask, *params = inputs
+    ctx.params = tuple(params)
+    ctx.save_for_backward(input, offset, mask)
+
+
+def _sample_autograd(ctx, grad_samples):
+    input, offset, mask = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    grads = torch.ops.stvsr.deform_sample_backward(
+        grad_samples.contiguous(), input, offset, mask, *ctx.params, need[0], need[1] or need[2]
+    )
+    return (*_or_none(grads, need[:3]), None, None, None, None, None)
+
+
+def register_ops() -> bool:
+    """Registers the ``torch.ops.stvsr`` operators once per process; False where torch is older than 2.4."""
+    global _ops_registered
+    if _ops_registered:
+        return True
+    if not hasattr(torch.library, "custom_op"):
+        return False
+    for name, schema, impl, fake in (
+        (_CONV, _CONV_SCHEMA, _conv, _conv_fake),
+        (_CONV_BACKWARD, _CONV_BACKWARD_SCHEMA, _conv_backward, _conv_backward_fake),
+        (_SAMPLE, _SAMPLE_SCHEMA, _sample, _sample_fake),
+        (_SAMPLE_BACKWARD, _SAMPLE_BACKWARD_SCHEMA, _sample_backward, _sample_backward_fake),
+    ):
+        op = torch.library.custom_op(name, impl, mutates_args=(), schema=schema)
+        op.register_fake(fake)
+    torch.library.register_autograd(_CONV, _conv_autograd, setup_context=_conv_setup)
+    torch.library.register_autograd(_SAMPLE, _sample_autograd, setup_context=_sample_setup)
+    _ops_registered = True
+    return True
+
+
+def deform_conv2d(input, offset, mask, weight, bias, stride, padding, dilation, groups) -> torch.Tensor:
+    """The compiled modulated deformable convolution (contiguous tensors of one dtype, checked by the caller)."""
+    if _ops_registered:
+        return torch.ops.stvsr.deform_conv2d(input, offset, mask, weight, bias, stride, padding, dilation, groups)
+    return DeformConvFunction.apply(input, offset, mask, weight, bias, stride, padding, dilation, groups)
+
+
+def deform_sample(input, offset, mask, kernel_size, stride, padding, dilation, groups) -> torch.Tensor:
+    """The compiled mask-modulated deformable sampling, (B, C, kh*kw, Ho*Wo)."""
+    if _ops_registered:
+        return torch.ops.stvsr.deform_sample(input, offset, mask, kernel_size, stride, padding, dilation, groups)
+    return DeformSampleFunction.apply(input, offset, mask, kernel_size, stride, padding, dilation, groups)
+
+
 class DeformConvFunction(torch.autograd.Function):
-    """Modulated deformable convolution through the compiled kernels."""
+    """torch < 2.4: the modulated deformable convolution as an autograd function (a graph break under compile)."""
 
     @staticmethod
     def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation, groups):
-        params = (*stride, *padding, *dilation, groups)
-        ctx.params = params
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(input, offset, mask, weight)
-        return _state.module.forward(input, weight, bias, offset, mask, *params)
+        _conv_setup(ctx, (input, offset, mask, weight, bias, stride, padding, dilation, groups), None)
+        return _conv(input, offset, mask, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
         input, offset, mask, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grad_input, grad_offset, grad_mask, grad_weight, grad_bias = _state.module.backward(
-            grad_output, input, weight, offset, mask, *ctx.params,
-            need[0], need[1] or need[2], need[3], ctx.has_bias and need[4],
-        )  # fmt: skip
-        return grad_input, grad_offset, grad_mask, grad_weight, grad_bias, None, None, None, None
+        needs = (need[0], need[1] or need[2], need[3], ctx.has_bias and need[4])
+        grads = _conv_backward(grad_output.contiguous(), input, offset, mask, weight, *ctx.params, *needs)
+        return (*_or_none(grads, need[:5]), None, None, None, None)
 
 
 class DeformSampleFunction(torch.autograd.Function):
-    """Mask-modulated deformable sampling (B, C, K, Ho*Wo) through the compiled kernels."""
+    """torch < 2.4: the mask-modulated deformable sampling as an autograd function."""
 
     @staticmethod
     def forward(ctx, input, offset, mask, kernel_size, stride, padding, dilation, groups):
-        params = (*kernel_size, *stride, *padding, *dilation, groups)
-        ctx.params = params
-        ctx.save_for_backward(input, offset, mask)
-        return _state.module.sample(input, offset, mask, *params)
+        _sample_setup(ctx, (input, offset, mask, kernel_size, stride, padding, dilation, groups), None)
+        return _sample(input, offset, mask, kernel_size, stride, padding, dilation, groups)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_samples):
         input, offset, mask = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grad_input, grad_offset, grad_mask = _state.module.sample_backward(
-            grad_samples, input, offset, mask, *ctx.params, need[0], need[1] or need[2]
-        )
-        return grad_input, grad_offset, grad_mask, None, None, None, None, None
+        grads = _sample_backward(grad_samples.contiguous(), input, offset, mask, *ctx.params, need[0], need[1] or need[2])
+        return (*_or_none(grads, need[:3]), None, None, None, None, None)

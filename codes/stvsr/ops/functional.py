@@ -108,7 +108,7 @@ def modulated_deform_conv2d(
     name = backends.resolve(input.device, backend)
     if name == "ext":
         x, off, m, wgt, b = (t.contiguous() if t is not None else None for t in args)
-        out = ext.DeformConvFunction.apply(x, off, m, wgt, b, stride, padding, dilation, deformable_groups)
+        out = ext.deform_conv2d(x, off, m, wgt, b, stride, padding, dilation, deformable_groups)
     elif name == "torchvision":
         from torchvision.ops import deform_conv2d
 
@@ -143,7 +143,7 @@ def deform_sample(
     dtype = _compute_dtype(input, offset, mask)
     x, off, m = (t.to(dtype) for t in (input, offset, mask))
     if backends.resolve(input.device, backend) == "ext":
-        out = ext.DeformSampleFunction.apply(
+        out = ext.deform_sample(
             x.contiguous(), off.contiguous(), m.contiguous(), kernel_size, stride, padding, dilation, deformable_groups
         )
     else:

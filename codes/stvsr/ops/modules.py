@@ -29,7 +29,7 @@ from .functional import IntPair, deform_sample, modulated_deform_conv2d
 logger = logging.getLogger(__name__)
 
 OFFSET_WARNING_THRESHOLD = 100.0
-_CHECK_EVERY = 50  # forwards between two checks of the offset magnitude (each check syncs a GPU)
+_CHECK_EVERY = 50  # eager forwards of a module between two reads of its offset magnitude (a GPU sync)
 _WARN_INTERVAL_S = 60.0
 _last_warning = [-math.inf]
 
@@ -39,21 +39,29 @@ def _is_compiling() -> bool:
     return bool(is_compiling is not None and is_compiling())
 
 
-def _warn_large_offsets(module: nn.Module, offset: torch.Tensor) -> None:
-    """The official code warns when mean |offset| > 100 (training diverging); do the same, rate-limited."""
-    module._offset_checks = getattr(module, "_offset_checks", 0) + 1
-    if (module._offset_checks - 1) % _CHECK_EVERY or torch.jit.is_tracing() or _is_compiling():
-        return
-    magnitude = offset.detach().abs().mean().item()
+def offset_magnitudes(model: nn.Module) -> dict[str, float]:
+    """Mean |offset| of the last forward of every deformable module of ``model``, by module name (one sync)."""
+    heads = [(name, m.offset_magnitude) for name, m in model.named_modules() if isinstance(m, _OffsetMaskHead)]
+    if not heads:
+        return {}
+    values = torch.stack([b.detach().float() for _, b in heads]).tolist()
+    return {name: value for (name, _), value in zip(heads, values)}
+
+
+def check_offsets(model: nn.Module, threshold: float = OFFSET_WARNING_THRESHOLD) -> dict[str, float]:
+    """Warns (at most once a minute) when a deformable module's mean |offset| exceeds ``threshold``, as the
+    official code does (training may be diverging). Returns the offending modules' magnitudes."""
+    large = {name: v for name, v in offset_magnitudes(model).items() if not v <= threshold}  # NaN is large too
     now = time.monotonic()
-    if magnitude > OFFSET_WARNING_THRESHOLD and now - _last_warning[0] > _WARN_INTERVAL_S:
+    if large and now - _last_warning[0] > _WARN_INTERVAL_S:
         _last_warning[0] = now
+        name, value = max(large.items(), key=lambda item: item[1] if item[1] == item[1] else math.inf)
+        where = " ".join(filter(None, (type(model.get_submodule(name)).__name__, name)))
+        others = f" ({len(large) - 1} other deformable module(s) above it)" if len(large) > 1 else ""
         logger.warning(
-            "%s: mean |offset| = %.1f > %g, training may be diverging",
-            type(module).__name__,
-            magnitude,
-            OFFSET_WARNING_THRESHOLD,
+            "%s: mean |offset| = %.1f > %g, training may be diverging%s", where, value, threshold, others
         )
+    return large
 
 
 class _OffsetMaskHead(nn.Module):
@@ -93,14 +101,28 @@ class _OffsetMaskHead(nn.Module):
         nn.init.zeros_(conv.weight)
         nn.init.zeros_(conv.bias)
         self.add_module(self.offset_conv_name, conv)
+        # Mean |offset| of the last forward, kept on the device: recording it is one fused reduction, no
+        # host sync and no Python state, so torch.compile traces it. Not in the state_dict.
+        self.register_buffer("offset_magnitude", torch.zeros(()), persistent=False)
+        self._forwards = 0
 
     def offset_and_mask(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         o1, o2, mask = torch.chunk(getattr(self, self.offset_conv_name)(feat), 3, dim=1)
         offset = torch.cat((o1, o2), dim=1)
         if self.offset_bound is not None:  # MSITF bounds offsets to +-offset_bound px
             offset = self.offset_bound * torch.tanh(offset)
-        _warn_large_offsets(self, offset)
+        self._record_offsets(offset)
         return offset, torch.sigmoid(mask)
+
+    def _record_offsets(self, offset: torch.Tensor) -> None:
+        if torch.jit.is_tracing():
+            return
+        self.offset_magnitude.copy_(offset.detach().abs().mean())
+        if _is_compiling():
+            return  # a compiled model is checked from outside (the trainer calls check_offsets)
+        self._forwards += 1
+        if self._forwards % _CHECK_EVERY == 1:  # eager use: the official per-forward warning, rate-limited
+            check_offsets(self)
 
 
 class _ModulatedDeformConv(_OffsetMaskHead):
