@@ -189,3 +189,19 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def saved_network(path: str | os.PathLike) -> dict | None:
+    """The ``network_G`` a checkpoint of the trainer carries (``network_G``; ``options.network_G`` in older ones),
+    so that the checkpoint alone rebuilds its model; None for other files (official weights) and for files that
+    do not load (:func:`load_official` then says why)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 -- not a trainer checkpoint; the weights loader reports real problems
+        return None
+    if not isinstance(obj, dict):
+        return None
+    network = obj.get("network_G")
+    if network is None and isinstance(obj.get("options"), dict):
+        network = obj["options"].get("network_G")
+    return dict(network) if isinstance(network, dict) and network.get("which_model_G") else None

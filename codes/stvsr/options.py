@@ -109,6 +109,8 @@ SCHEMA: dict[str, Any] = {
 }
 
 DATASET_PATH_KEYS = ("dataroot_GT", "dataroot_LQ", "cache_keys", "list_file")
+# keys that validate() derives and writes into experiments/<name>/options.yml: read back, they are derived again
+DERIVED_PATH_KEYS = ("models", "log", "options_file")
 PATH_KEYS = ("pretrain_model_G", "resume_state", "demo_data")
 
 
@@ -319,6 +321,9 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, An
     if not file.is_file():
         raise OptionsError(f"options file not found: {file}")
     raw = read_mapping(file)
+    if isinstance(raw.get("path"), dict):  # the saved experiments/<name>/options.yml loads too
+        for key in DERIVED_PATH_KEYS:
+            raw["path"].pop(key, None)
     apply_overrides(raw, overrides)
     try:
         return validate(raw, file)

@@ -57,6 +57,18 @@ class Registry:
     def get(self, name: str) -> Callable:
         return self._items[self.canonical(name)]
 
+    def aliases(self, name: str) -> list[str]:
+        """The aliases of the registered name ``name`` (e.g. 'zsm' for 'LunaTokis'), sorted."""
+        return sorted(alias for alias, target in self._aliases.items() if target == name)
+
+    def describe(self) -> str:
+        """Every registered name with its aliases: 'LunaTokis (zsm), Net (MSITF, msitf), ...' (for --help)."""
+        parts = []
+        for name in self:
+            aliases = self.aliases(name)
+            parts.append(f"{name} ({', '.join(aliases)})" if aliases else name)
+        return ", ".join(parts)
+
     def __contains__(self, name: str) -> bool:
         return name in self._items or name in self._aliases
 

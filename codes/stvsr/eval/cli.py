@@ -19,7 +19,7 @@ import torch
 
 from stvsr.registry import did_you_mean
 
-from .evaluator import EvalError, check_clips, evaluate_clips
+from .evaluator import EvalError, EvaluationStopped, check_clips, check_frames_decode, evaluate_clips
 from .protocol import Protocol, atomic_write_text
 
 logger = logging.getLogger("stvsr.test")
@@ -53,8 +53,40 @@ def _unknown(section: str, options: Mapping[str, Any], valid: Sequence[str]) -> 
             raise EvalError(f"{section}{key}: unknown option.{hint} Valid: {', '.join(valid)}")
 
 
+def is_training_options(opt: Mapping[str, Any]) -> bool:
+    """A training YAML (options/train/*.yml) or the options a run saved (experiments/<name>/options.yml)."""
+    datasets = opt.get("datasets")
+    return "train" in opt or (isinstance(datasets, Mapping) and "train" in datasets)
+
+
+def model_from_training_options(path: str | Path) -> dict[str, Any]:
+    """Test options naming the model of a training YAML or of a saved experiments/<name>/options.yml: its
+    ``name``, ``scale`` and ``network_G``, and as weights the latest checkpoint of that experiment (else its
+    ``path.pretrain_model_G``). Test data, protocol and device come from the flags."""
+    from stvsr import options as options_mod
+    from stvsr.train.trainer import find_latest_checkpoint
+
+    try:
+        opt = options_mod.load(path)
+    except options_mod.OptionsError as exc:
+        raise EvalError(f"-opt {exc}") from None
+    latest = find_latest_checkpoint(opt["path"]["models"])
+    weights = str(latest) if latest is not None else opt["path"]["pretrain_model_G"]
+    if latest is not None:
+        logger.info("-opt %s: a training configuration; weights %s", path, latest)
+    else:
+        logger.info("-opt %s: a training configuration; no checkpoint in %s yet", path, opt["path"]["models"])
+    return {
+        "name": opt["name"],
+        "scale": opt["scale"],
+        "network_G": opt["network_G"],
+        "path": {"pretrain_model_G": weights, "strict_load": opt["path"]["strict_load"]},
+    }
+
+
 def load_yaml(path: str, valid_keys: Sequence[str]) -> dict[str, Any]:
-    """A YAML options file as a dict; unknown top-level keys are errors naming the nearest valid one."""
+    """A YAML options file as a dict; unknown top-level keys are errors naming the nearest valid one. A training
+    YAML or a saved experiments/<name>/options.yml gives its model (:func:`model_from_training_options`)."""
     from stvsr.options import OptionsError, read_mapping
 
     file = Path(path)
@@ -64,6 +96,8 @@ def load_yaml(path: str, valid_keys: Sequence[str]) -> dict[str, Any]:
         opt = read_mapping(file)
     except OptionsError as exc:
         raise EvalError(f"-opt {exc}") from None
+    if is_training_options(opt):
+        return model_from_training_options(file)
     _unknown(f"{path}: ", opt, valid_keys)
     return opt
 
@@ -73,9 +107,10 @@ def load_options(path: str | None) -> dict[str, Any]:
         return {}
     opt = load_yaml(path, TOP_KEYS)
     datasets = opt.get("datasets") or {}
-    if len(datasets) != 1:
+    if "datasets" in opt and len(datasets) != 1:
         raise EvalError(f"{path}: datasets must hold exactly one test set (e.g. datasets.test), got {list(datasets)}")
-    _unknown(f"{path}: datasets.{next(iter(datasets))}.", next(iter(datasets.values())) or {}, DATASET_KEYS)
+    if datasets:  # none in the options made from a training YAML: the test data come from the flags
+        _unknown(f"{path}: datasets.{next(iter(datasets))}.", next(iter(datasets.values())) or {}, DATASET_KEYS)
     _unknown(f"{path}: path.", opt.get("path") or {}, PATH_KEYS)
     return opt
 
@@ -84,9 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="test.py", description="Evaluate a space-time VSR model on folders of clips (Vid4, SPMC, ...)."
     )
-    p.add_argument("-opt", "--opt", help="YAML options (options/test/*.yml)")
-    p.add_argument("--model", help="architecture name (LunaTokis/zsm, STTrans2/stdan, bicubic)")
-    p.add_argument("--checkpoint", help="weights (.pth) to load, any official or framework format")
+    p.add_argument(
+        "-opt", "--opt", help="YAML options (options/test/*.yml), or a training YAML / experiments/<name>/options.yml"
+    )
+    p.add_argument("--model", help=model_help())
+    p.add_argument(
+        "--checkpoint",
+        help="weights (.pth), any official or framework format; a checkpoint of codes/train.py alone names its model",
+    )
     p.add_argument("--dataroot_GT", help="folder of GT clips (one sub-folder per clip)")
     p.add_argument("--dataroot_LQ", help="folder of LR clips; without it LR is made from GT (--degradation)")
     p.add_argument("--degradation", choices=["BI", "BD"], help="LR made from GT on the fly (default BI)")
@@ -107,25 +147,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def model_help() -> str:
+    """The --model help: every registered architecture (from the registry) with its aliases."""
+    from stvsr.archs import ARCHS
+
+    return f"architecture, with the official settings (or those a --checkpoint of codes/train.py carries): {ARCHS.describe()}"
+
+
 def choose_network(
-    network: dict[str, Any], paths: dict[str, Any], opt: dict[str, Any], model: str | None
+    network: dict[str, Any],
+    paths: dict[str, Any],
+    opt: dict[str, Any],
+    model: str | None,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    """The YAML's ``network_G``, or the official one of ``--model`` (``model``) when that names another model:
-    then the YAML's checkpoint (``paths``) and run name (``opt``) no longer apply and are dropped, in place."""
+    """The YAML's ``network_G``, or the one of ``--model`` (``model``) when that names another model: then the
+    YAML's checkpoint (``paths``) and run name (``opt``) no longer apply and are dropped, in place. For ``--model``
+    and for no model at all, a trainer ``checkpoint`` (which carries its ``network_G``) gives the settings; else
+    ``--model`` takes the official ones."""
+    from stvsr.archs import ARCHS
+    from stvsr.checkpoint import saved_network
+
+    saved = saved_network(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
     if model:
         if network and network.get("which_model_G") not in (None, model):
             network = {}  # another model than the YAML's: its network_G and checkpoint no longer apply
             paths.pop("pretrain_model_G", None)
             opt.pop("name", None)
         if not network:
-            from stvsr.archs import ARCHS
-
             try:
                 canonical = ARCHS.canonical(model)
             except KeyError as exc:
                 raise EvalError(f"--model: {exc.args[0]}") from None
-            network = dict(OFFICIAL_NETWORKS.get(canonical, {}))
+            if (
+                saved is not None
+                and saved["which_model_G"] in ARCHS
+                and ARCHS.canonical(saved["which_model_G"]) == canonical
+            ):
+                network = saved  # the settings the checkpoint was trained with (e.g. a small demo model)
+            else:
+                network = dict(OFFICIAL_NETWORKS.get(canonical, {}))
         network["which_model_G"] = model
+    elif not network.get("which_model_G") and saved is not None:
+        network = saved
     if not network.get("which_model_G"):
         raise EvalError("no model: give --model (e.g. bicubic, zsm, stdan) or -opt with network_G.which_model_G")
     return network
@@ -138,7 +202,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     network = dict(opt.get("network_G") or {})
     paths = dict(opt.get("path") or {})
     protocol = dict(opt.get("protocol") or {})
-    network = choose_network(network, paths, opt, args.model)
+    network = choose_network(network, paths, opt, args.model, args.checkpoint or paths.get("pretrain_model_G"))
     for key in ("dataroot_GT", "dataroot_LQ", "degradation", "clips"):
         if getattr(args, key) is not None:
             dataset[key] = getattr(args, key)
@@ -232,11 +296,31 @@ def build_clips(settings: Mapping[str, Any]) -> list[Any]:
     except DataError as exc:
         raise EvalError(str(exc)) from None
     clips = [dataset.clip(i) for i in range(len(dataset.clips))]
+    if not ds.get("clips"):
+        _report_found(gt_root, [c.name for c in clips])
     try:
         check_clips(clips, protocol)
     except DataError as exc:
         raise EvalError(str(exc)) from None
+    check_frames_decode(clips, settings.get("progress", True))  # every frame, before the first network call
     return clips
+
+
+def _report_found(root: Path, clips: list[str]) -> None:
+    """Say which clip folders were found under ``root``, and which folders hold no image (not scored)."""
+    found = set(clips)
+    empty = []
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: p.as_posix()):
+        name = folder.relative_to(root).as_posix()
+        has_sub = any(q.is_dir() for q in folder.iterdir())
+        if name not in found and not has_sub:
+            empty.append(name)
+    shown = ", ".join(clips[:10]) + (", ..." if len(clips) > 10 else "")
+    logger.info("dataroot_GT %s: %d clip folder(s) with frames (%s)", root, len(clips), shown)
+    if empty:
+        logger.warning(
+            "dataroot_GT %s: %d folder(s) hold no image and are not scored: %s", root, len(empty), ", ".join(empty)
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,12 +333,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvalError as exc:
         print(f"test.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("test.py: interrupted before the first clip (nothing scored)", file=sys.stderr)
+        return 130
     protocol: Protocol = settings["protocol"]
     out_dir = settings["results_root"] / settings["name"]
     arch = type(model).__name__
     label = f"{arch} ({settings['network']['which_model_G']}), checkpoint {settings['checkpoint'] or 'none'}"
     logger.info("protocol: %s", protocol.describe(getattr(model, "size_divisor", 1)))
     start = time.time()
+    stopped = None
     try:
         results = evaluate_clips(
             model,
@@ -265,13 +353,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_name=label,
             progress=settings["progress"],
         )
+    except EvaluationStopped as exc:  # keep what was scored: a partial report, marked as such
+        stopped, results = exc, exc.results
     except EvalError as exc:
         print(f"test.py: error: {exc}", file=sys.stderr)
         return 2
-    report = results.report()
-    print(report)
     stem = f"{settings['name']}_{protocol.tail}"
+    if stopped is not None:
+        stem += "_partial"
+        if not results.frames:
+            print(f"test.py: error: {stopped} (nothing was scored)", file=sys.stderr)
+            return stopped.exit_code
+    report = results.report()
+    if stopped is not None:
+        report += (
+            f"\nPARTIAL: {len(results.clips())} of {len(clips)} clips (the last maybe in part); stopped: {stopped}"
+        )
+    print(report)
     csv_path = results.write_csv(out_dir / f"{stem}.csv")
     atomic_write_text(out_dir / f"{stem}.txt", report + "\n")
     print(f"per-frame CSV: {csv_path} ({time.time() - start:.1f} s)")
+    if stopped is not None:
+        print(f"test.py: error: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     return 0

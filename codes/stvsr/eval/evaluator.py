@@ -23,11 +23,53 @@ from .tiling import tiled_forward
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalError", "check_clips", "evaluate_clips", "score_frame", "window_runner"]
+__all__ = [
+    "EvalError",
+    "EvaluationStopped",
+    "check_clips",
+    "check_frames_decode",
+    "evaluate_clips",
+    "score_frame",
+    "window_runner",
+]
 
 
 class EvalError(RuntimeError):
     """A user-fixable problem with the test data or settings; the message says what and where."""
+
+
+class EvaluationStopped(EvalError):
+    """The evaluation stopped part-way (a frame that fails to decode, Ctrl-C): ``results`` holds what was scored,
+    ``exit_code`` is 2 (data) or 130 (interrupted)."""
+
+    def __init__(self, message: str, results: Results, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.results = results
+        self.exit_code = exit_code
+
+
+def check_frames_decode(clips: Sequence[Any], progress: bool = True, shown: int = 10) -> None:
+    """Decode every GT and LR frame of ``clips`` once (headers are not enough: a PNG cut after a valid header
+    passes :func:`check_clips`), with a progress bar; one :class:`EvalError` names every frame that fails."""
+    from stvsr.data.io import DataError, read_image
+
+    paths = [p for clip in clips for p in [*clip.gt_paths, *(clip.lq_paths or [])]]
+    bad = []
+    items = paths
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(paths, desc="checking frames", unit="frame", leave=False)
+    for path in items:
+        try:
+            read_image(path)
+        except DataError as exc:
+            bad.append(str(exc))
+    if bad:
+        more = f"\n  ... and {len(bad) - shown} more" if len(bad) > shown else ""
+        raise EvalError(
+            f"{len(bad)} of {len(paths)} frames cannot be read (nothing was run):\n  " + "\n  ".join(bad[:shown]) + more
+        )
 
 
 def check_clips(clips: Sequence[Any], protocol: Protocol) -> None:
@@ -123,6 +165,32 @@ def evaluate_clips(
         from tqdm import tqdm
 
         bar = tqdm(total=sum(len(plan_windows(len(c), protocol, c.name)) for c in clips), unit="window")
+    from stvsr.data.io import DataError
+
+    try:
+        _evaluate(clips, protocol, results, run, device, scale, save_dir, bar)
+    except KeyboardInterrupt:
+        done = len(results.clips())
+        raise EvaluationStopped(f"interrupted (Ctrl-C) after {done} of {len(clips)} clips", results, 130) from None
+    except DataError as exc:  # a frame that fails to decode part-way: keep what was scored, name the frame
+        raise EvaluationStopped(str(exc), results, 2) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def _evaluate(
+    clips: Sequence[Any],
+    protocol: Protocol,
+    results: Results,
+    run: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    scale: int,
+    save_dir: str | Path | None,
+    bar: Any,
+) -> None:
+    """The loop of :func:`evaluate_clips`: every window of every clip, each scored frame into ``results``."""
     for clip in clips:
         results.clip_lengths[clip.name] = len(clip)
         names = clip.frame_names
@@ -146,6 +214,3 @@ def evaluate_clips(
                 bar.update(1)
         m = results.clip_mean(clip.name)
         logger.info("%s: PSNR-Y %.4f SSIM-Y %.4f", clip.name, m["psnr_y"], m["ssim_y"])
-    if bar is not None:
-        bar.close()
-    return results

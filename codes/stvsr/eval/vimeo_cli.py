@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .cli import EvalError, build_model, load_yaml
+from .cli import EvalError, build_model, choose_network, load_yaml, model_help
 from .evaluator import score_frame
 from .metrics import quantize
 from .protocol import Protocol, Results, atomic_write_text, run_padded, self_ensemble
@@ -35,9 +35,13 @@ DATASET_KEYS = ("dataroot_GT", "dataroot_LQ", "list_dir", "lists", "degradation"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="test_vimeo.py", description="Evaluate on Vimeo-90K-T Slow/Medium/Fast.")
-    p.add_argument("-opt", "--opt", help="YAML options (options/test/*vimeo*.yml)")
-    p.add_argument("--model", help="architecture name (LunaTokis/zsm, STTrans2/stdan, bicubic)")
-    p.add_argument("--checkpoint", help="weights (.pth) to load")
+    p.add_argument(
+        "-opt",
+        "--opt",
+        help="YAML options (options/test/*vimeo*.yml), or a training YAML / experiments/<name>/options.yml",
+    )
+    p.add_argument("--model", help=model_help())
+    p.add_argument("--checkpoint", help="weights (.pth) to load; a checkpoint of codes/train.py alone names its model")
     p.add_argument("--dataroot_GT", help="the Vimeo septuplet 'sequences' folder")
     p.add_argument("--dataroot_LQ", help="LR 'sequences' folder; without it LR is made from GT (--degradation)")
     p.add_argument("--degradation", choices=["BI", "BD"])
@@ -68,23 +72,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         raise EvalError("no GT: give --dataroot_GT (the Vimeo 'sequences' folder) or datasets.dataroot_GT")
     network = dict(opt.get("network_G") or {})
     paths = dict(opt.get("path") or {})
-    if args.model:
-        if network.get("which_model_G") not in (None, args.model):
-            network = {}  # another model than the YAML's: its network_G, checkpoint and name no longer apply
-            paths.pop("pretrain_model_G", None)
-            opt.pop("name", None)
-        if not network:
-            from stvsr.archs import ARCHS
-
-            from .cli import OFFICIAL_NETWORKS
-
-            try:
-                network = dict(OFFICIAL_NETWORKS.get(ARCHS.canonical(args.model), {}))
-            except KeyError as exc:
-                raise EvalError(f"--model: {exc.args[0]}") from None
-        network["which_model_G"] = args.model
-    if not network.get("which_model_G"):
-        raise EvalError("no model: give --model or -opt with network_G.which_model_G")
+    network = choose_network(network, paths, opt, args.model, args.checkpoint or paths.get("pretrain_model_G"))
     if args.checkpoint:
         paths["pretrain_model_G"] = args.checkpoint
     protocol = dict(opt.get("protocol") or {})
@@ -188,6 +176,18 @@ def table(rows: list[tuple[str, int, int, int, dict[str, float] | None]], protoc
     return "\n".join(lines)
 
 
+def nothing_found(settings: dict[str, Any], splits: dict[str, tuple[Any, int]]) -> str:
+    """The message when no listed clip of any split is on disk: what the lists ask for and what the root holds."""
+    root = Path(settings["data"]["dataroot_GT"]).expanduser()
+    entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    held = f"it holds {len(entries)} entries ({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''})"
+    counts = ", ".join(f"{split} 0 of {missing}" for split, (_, missing) in splits.items())
+    return (
+        f"nothing to score: no clip of the lists is under dataroot_GT {root} ({counts} listed clips found; "
+        f"{held if entries else 'it is empty'}). Give the Vimeo 'sequences' folder (clips as 00001/0266/im1.png)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
@@ -195,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = resolve(args)
         model = build_model(settings).to(settings["device"]).eval()
         splits = {s: build_split(settings, s) for s in settings["lists"]}  # every list checked before running
+        if all(dataset is None for dataset, _ in splits.values()):
+            raise EvalError(nothing_found(settings, splits))
     except EvalError as exc:
         print(f"test_vimeo.py: error: {exc}", file=sys.stderr)
         return 2

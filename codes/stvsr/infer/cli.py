@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from stvsr.eval.cli import TOP_KEYS, EvalError, _unknown, build_model, choose_network, load_yaml
+from stvsr.eval.cli import TOP_KEYS, EvalError, _unknown, build_model, choose_network, load_yaml, model_help
 
 from .engine import DEFAULT_WINDOW, PRECISIONS, infer_video
 from .media import InferError, open_source
@@ -52,11 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stvsr-infer",
         description="Space-time super-resolution of a video file or a folder of frames (x4 space, x2 time).",
     )
-    p.add_argument("-opt", "--opt", help="YAML options (options/test/infer_*.yml, or a test YAML for its model)")
+    p.add_argument(
+        "-opt",
+        "--opt",
+        help="YAML options (options/test/infer_*.yml), or a test or training YAML, or experiments/<name>/options.yml, "
+        "for its model",
+    )
     p.add_argument("-i", "--input", help="input video file, or folder of frames (naturally sorted)")
     p.add_argument("-o", "--output", help="output video file (.mp4, .mkv, .mov, .webm, .avi) or folder of PNGs")
-    p.add_argument("--model", help="architecture (LunaTokis/zsm, STTrans2/stdan, bicubic); official settings")
-    p.add_argument("--checkpoint", help="weights (.pth), any official or framework format")
+    p.add_argument("--model", help=model_help())
+    p.add_argument(
+        "--checkpoint", help="weights (.pth), any official or framework format; one of codes/train.py names its model"
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_const", const="fp16", dest="precision", help="float16 (CUDA)")
@@ -84,7 +91,9 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     infer = dict(opt.get("infer") or {})
     _unknown(f"{args.opt}: infer.", infer, list(INFER_DEFAULTS))
     paths = dict(opt.get("path") or {})
-    network = choose_network(dict(opt.get("network_G") or {}), paths, opt, args.model)
+    network = choose_network(
+        dict(opt.get("network_G") or {}), paths, opt, args.model, args.checkpoint or paths.get("pretrain_model_G")
+    )
     settings = {**INFER_DEFAULTS, **infer}
     for key in INFER_DEFAULTS:
         value = getattr(args, key, None)

@@ -142,6 +142,10 @@ class VideoSource:
             self.container = av.open(self.path)
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise InferError(f"input {path} cannot be read as a video ({exc}): check the file") from None
+        not_video = _not_a_video(self.container)
+        if not_video:
+            self.container.close()
+            raise InferError(f"input {path} is not a video: {not_video}")
         if not self.container.streams.video:
             self.container.close()
             raise InferError(f"input {path} has no video stream")
@@ -193,6 +197,26 @@ class VideoSource:
 
     def close(self) -> None:
         self.container.close()
+
+
+# FFmpeg demuxers that it picks by probing content, which make "video" of files that are not: text shown as a
+# terminal would (tty: ansi/ASCII, .txt, .nfo; bin/adf/idf/xbin: text-mode art) and single images (image2, *_pipe)
+TEXT_DEMUXERS = ("tty", "bin", "adf", "idf", "xbin")
+TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")
+
+
+def _not_a_video(container: Any) -> str:
+    """Why ``container`` (an opened PyAV input) is not a real video stream; '' when it is one."""
+    names = set(str(container.format.name).split(","))
+    long_name = container.format.long_name
+    if names & set(TEXT_DEMUXERS):
+        return f"FFmpeg reads it as text ({long_name}); give a video file ({', '.join(VIDEO_EXTENSIONS)}) or a folder of frames"
+    if "image2" in names or "image2pipe" in names or any(n.endswith("_pipe") for n in names):
+        return f"it is a single image ({long_name}); give a folder of frames (--fps sets their rate) or a video file"
+    codecs = {s.codec_context.name for s in container.streams.video}
+    if codecs & set(TEXT_CODECS):
+        return f"its video stream is rendered text ({', '.join(sorted(codecs))}); give a real video file"
+    return ""
 
 
 def open_source(path: str | Path, fps: Fraction | None = None) -> FolderSource | VideoSource:
