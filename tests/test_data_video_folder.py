@@ -82,7 +82,7 @@ def test_gt_and_lr_frames_of_different_sizes(clips: Path) -> None:
     write_image(clips / "lr" / "a" / "2.png", np.zeros((6, 9, 3), np.uint8))
     ds = VideoFolder({"dataroot_GT": str(clips / "gt"), "dataroot_LQ": str(clips / "lr")})
     ds.clip(0).lq(0)
-    with pytest.raises(DataError, match=r"clip 'a' frame 2.png: LR is 6x9 .* so LR must be 6x8 at x4"):
+    with pytest.raises(DataError, match=r"clip 'a' frame 2.png: LR is 9x6 \(W x H\) .* so LR must be 8x6 at x4"):
         ds.clip(0).lq(1)
 
 

@@ -167,7 +167,7 @@ def test_lr_of_the_wrong_size_is_named(tree: dict, tmp_path: Path) -> None:
     for n in range(1, 8):
         write_image(tmp_path / "lr" / CLIPS[0] / f"im{n}.png", np.zeros((16, 23, 3), np.uint8))
     opt = options(tree["gt"], tmp_path / "lr", list_file=str(tree["list"]), missing="skip")
-    with pytest.raises(DataError, match=r"clip 00001/0001: LR frames are 16x23 .* but GT frames are 64x96"):
+    with pytest.raises(DataError, match=r"clip 00001/0001: LR frames are 23x16 \(W x H\) .* but GT frames are 96x64"):
         Vimeo7(opt)[0]
 
 

@@ -137,7 +137,7 @@ def test_errors_before_computation(tmp_path: Path, capsys) -> None:
     # frame size mismatch (LR not GT/4), and GT frames of different sizes
     write_image(lr / "b" / "003.png", np.zeros((5, 9, 3), np.uint8))
     msg = error("--model", "bicubic", "--dataroot_GT", str(gt), "--dataroot_LQ", str(lr), "--clips", "b")
-    assert "003.png" in msg and "must be 6x9" in msg
+    assert "003.png" in msg and "must be 9x6" in msg
     write_image(gt / "a" / "002.png", np.zeros((28, 36, 3), np.uint8))
     assert "different sizes" in error("--model", "bicubic", "--dataroot_GT", str(gt), "--clips", "a")
     # missing GT root, clip shorter than the window

@@ -1,10 +1,11 @@
 """Environment self-check: ``stvsr-doctor`` or ``python -m stvsr.doctor``.
 
-Prints the Python and torch versions, the devices, which deformable-convolution backends work here
-(and why the others do not), where the compiled extension came from, and runs a small parity check
-of every working backend against the pure PyTorch one. Exit status 1 when a parity check fails, when
-``STVSR_DCN_BACKEND`` names a backend that cannot run, or, with ``--strict``, when a device has no
-backend but the pure PyTorch one.
+Prints the Python and torch versions, the devices, the packages the data and video paths need (PyAV,
+lmdb, OpenCV, each tried, and TensorBoard), which deformable-convolution backends work here (and why the
+others do not), where the compiled extension came from, and runs a small parity check of every working
+backend against the pure PyTorch one. Exit status 1 when a required package is missing or fails its try,
+when a parity check fails, when ``STVSR_DCN_BACKEND`` names a backend that cannot run, or, with
+``--strict``, when a device has no backend but the pure PyTorch one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -50,6 +52,85 @@ def describe_environment() -> list[str]:
         built = f"torch built with CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only torch build"
         lines.append(f"CUDA: not available ({built})")
     return lines
+
+
+def _check_av() -> str:
+    import av
+
+    ffmpeg = getattr(av, "ffmpeg_version_info", "") or ".".join(map(str, av.library_versions.get("libavcodec", ())))
+    encoders = [name for name in ("libx264", "libvpx-vp9") if _has_encoder(av, name)]
+    if not encoders:
+        raise RuntimeError("no H.264 (libx264) or VP9 encoder: stvsr-infer cannot write video files")
+    return f"{av.__version__} (FFmpeg {ffmpeg}), encoders: {', '.join(encoders)}"
+
+
+def _has_encoder(av: Any, name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:  # noqa: BLE001 -- an encoder this FFmpeg build lacks
+        return False
+    return True
+
+
+def _check_lmdb() -> str:
+    import tempfile
+
+    import lmdb
+
+    with tempfile.TemporaryDirectory() as folder:
+        env = lmdb.open(folder, map_size=2**20)
+        try:
+            with env.begin(write=True) as txn:
+                txn.put(b"key", b"value")
+            with env.begin() as txn:
+                if txn.get(b"key") != b"value":
+                    raise RuntimeError("a value written could not be read back")
+        finally:
+            env.close()
+    return f"{lmdb.__version__} (LMDB {'.'.join(map(str, lmdb.version()))}), write and read: ok"
+
+
+def _check_opencv() -> str:
+    import cv2
+    import numpy as np
+
+    img = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok or not np.array_equal(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), img):
+        raise RuntimeError("a PNG written could not be read back unchanged")
+    return f"{cv2.__version__}, PNG write and read: ok"
+
+
+def _check_tensorboard() -> str:
+    import tensorboard
+
+    return tensorboard.__version__
+
+
+# (label, check, required, what it is for)
+PACKAGES = (
+    ("PyAV", _check_av, True, "video files in and out (stvsr-infer)"),
+    ("lmdb", _check_lmdb, True, "LMDB training data"),
+    ("OpenCV", _check_opencv, True, "reading and writing frames"),
+    ("TensorBoard", _check_tensorboard, False, "training curves (training runs without it)"),
+)
+
+
+def describe_packages() -> tuple[list[str], list[str]]:
+    """One line per package the data, video and logging paths use; problems of the required ones."""
+    lines, problems = ["Packages:"], []
+    for label, check, required, purpose in PACKAGES:
+        try:
+            lines.append(f"  {label:<12} {check()}")
+        except ImportError as exc:
+            lines.append(f"  {label:<12} {'MISSING' if required else 'not installed'} ({exc}): needed for {purpose}")
+            if required:
+                problems.append(f"{label} is not installed (pip install -e . installs it)")
+        except Exception as exc:  # noqa: BLE001 -- a package that imports but does not work is reported
+            lines.append(f"  {label:<12} FAIL ({type(exc).__name__}: {exc}): needed for {purpose}")
+            if required:
+                problems.append(f"{label} does not work: {exc}")
+    return lines, problems
 
 
 def describe_request(device: torch.device) -> tuple[list[str], bool]:
@@ -138,7 +219,7 @@ def check_parity(devs: Sequence[torch.device]) -> tuple[list[str], bool]:
     s = _PARITY_SHAPE
     header = (
         f"Parity against '{REFERENCE}' (B={s['batch']}, C={s['channels']}, dg={s['groups']}, "
-        f"{s['height']}x{s['width']}, 3x3, float32, forward and all gradients, tolerance {TOLERANCE:g}):"
+        f"{s['width']}x{s['height']} (W x H), 3x3, float32, forward and all gradients, tolerance {TOLERANCE:g}):"
     )
     lines, ok = [header], True
     for device in devs:
@@ -173,15 +254,22 @@ def _print(lines: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # the backend choice is reported below, per device; the log line of each choice (the parity check's
+    # reference runs included) would only add stray lines
+    logging.getLogger("stvsr.ops.backends").setLevel(logging.WARNING)
     devs = devices()
     _print(describe_environment())
+    package_lines, package_problems = describe_packages()
+    _print(package_lines)
     request_lines, request_ok = describe_request(devs[0])
     _print(request_lines)
     _print(describe_backends(devs))
     _print(describe_extension())
     parity_lines, parity_ok = check_parity(devs)
     _print(parity_lines)
-    problems = [] if request_ok else ["STVSR_DCN_BACKEND names a backend that cannot run here"]
+    problems = list(package_problems)
+    if not request_ok:
+        problems.append("STVSR_DCN_BACKEND names a backend that cannot run here")
     if not parity_ok:
         problems.append("a backend disagrees with the pure PyTorch reference")
     lacking = only_reference_works(devs)

@@ -36,7 +36,7 @@ def random_crop(lq_shape: tuple[int, ...], lq_size: int, scale: int, where: str)
     """A uniformly random ``lq_size`` square inside an LR frame of ``lq_shape`` (H, W, ...)."""
     h, w = lq_shape[:2]
     if lq_size > h or lq_size > w:
-        raise DataError(f"{where}: LR frame is {h}x{w}, smaller than LQ_size {lq_size}: lower LQ_size/GT_size")
+        raise DataError(f"{where}: LR frame is {w}x{h} (W x H), smaller than LQ_size {lq_size}: lower LQ_size/GT_size")
     return Crop(random.randint(0, h - lq_size), random.randint(0, w - lq_size), lq_size, scale)
 
 

@@ -76,9 +76,9 @@ class Clip:
         expected = (h // self.scale, w // self.scale)
         if tuple(shape[:2]) != expected:
             raise DataError(
-                f"clip '{self.name}' frame {self.lq_paths[t].name}: LR is {shape[0]}x{shape[1]} "
-                f"({self.lq_paths[t]}) but GT {self.gt_paths[t]} is {h}x{w}, so LR must be "
-                f"{expected[0]}x{expected[1]} at x{self.scale}: regenerate the LR frames with generate_LR.py"
+                f"clip '{self.name}' frame {self.lq_paths[t].name}: LR is {shape[1]}x{shape[0]} (W x H) "
+                f"({self.lq_paths[t]}) but GT {self.gt_paths[t]} is {w}x{h}, so LR must be "
+                f"{expected[1]}x{expected[0]} at x{self.scale}: regenerate the LR frames with generate_LR.py"
             )
 
     def gt_frames(self, indices: list[int]) -> torch.Tensor:

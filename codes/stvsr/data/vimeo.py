@@ -104,8 +104,8 @@ def _check_shapes(key: str, scale: int, lqs: list[np.ndarray], gts: list[np.ndar
         raise DataError(f"clip {key}: frames of different sizes under {gt_root} or {lq_root}: regenerate the clip")
     if (lq_shape[0] * scale, lq_shape[1] * scale) != gt_shape[:2]:
         raise DataError(
-            f"clip {key}: LR frames are {lq_shape[0]}x{lq_shape[1]} in {lq_root} but GT frames are "
-            f"{gt_shape[0]}x{gt_shape[1]} in {gt_root}: LR must be GT/{scale}; regenerate LR with generate_LR.py "
+            f"clip {key}: LR frames are {lq_shape[1]}x{lq_shape[0]} (W x H) in {lq_root} but GT frames are "
+            f"{gt_shape[1]}x{gt_shape[0]} in {gt_root}: LR must be GT/{scale}; regenerate LR with generate_LR.py "
             f"--scale {scale}"
         )
 

@@ -86,20 +86,20 @@ def check_clips(clips: Sequence[Any], protocol: Protocol) -> None:
         for path in clip.gt_paths:
             shapes.setdefault(image_shape(path)[:2], path)
         if len(shapes) > 1:
-            listed = "; ".join(f"{h}x{w} ({p.name})" for (h, w), p in shapes.items())
+            listed = "; ".join(f"{w}x{h} ({p.name})" for (h, w), p in shapes.items())
             problems.append(f"clip '{clip.name}': GT frames of different sizes: {listed}")
             continue
         (h, w), _ = next(iter(shapes.items()))
         if h < clip.scale or w < clip.scale:
-            problems.append(f"clip '{clip.name}': GT {h}x{w} is smaller than the scale {clip.scale}")
+            problems.append(f"clip '{clip.name}': GT {w}x{h} (W x H) is smaller than the scale {clip.scale}")
             continue
         expected = (h // clip.scale, w // clip.scale)
         for path in clip.lq_paths or []:
             got = image_shape(path)[:2]
             if got != expected:
                 problems.append(
-                    f"clip '{clip.name}' frame {path.name}: LR is {got[0]}x{got[1]} ({path}) but GT is {h}x{w}, "
-                    f"so LR must be {expected[0]}x{expected[1]} at x{clip.scale}"
+                    f"clip '{clip.name}' frame {path.name}: LR is {got[1]}x{got[0]} (W x H) ({path}) but GT is "
+                    f"{w}x{h}, so LR must be {expected[1]}x{expected[0]} at x{clip.scale}"
                 )
                 break
     if problems:

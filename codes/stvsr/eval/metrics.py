@@ -55,7 +55,7 @@ def _prepare(img1: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channe
         a, b = a.astype(np.float64), b.astype(np.float64)  # copies
     if crop_border:
         if 2 * crop_border >= min(a.shape[:2]):
-            raise ValueError(f"crop_border {crop_border} leaves nothing of a {a.shape[0]}x{a.shape[1]} image")
+            raise ValueError(f"crop_border {crop_border} leaves nothing of a {a.shape[1]}x{a.shape[0]} (W x H) image")
         a = a[crop_border:-crop_border, crop_border:-crop_border]
         b = b[crop_border:-crop_border, crop_border:-crop_border]
     return a, b
@@ -88,7 +88,7 @@ def ssim_channel(x: np.ndarray, y: np.ndarray) -> float:
     """SSIM of two 2-D float64 arrays on the [0, 255] scale (mean of the valid SSIM map)."""
     g = gaussian_window()
     if min(x.shape) < g.size:
-        raise ValueError(f"SSIM needs images of at least {g.size}x{g.size} pixels, got {x.shape[0]}x{x.shape[1]}")
+        raise ValueError(f"SSIM needs images of at least {g.size}x{g.size} pixels, got {x.shape[1]}x{x.shape[0]} (W x H)")
     mu_x, mu_y = _filter_valid(x, g), _filter_valid(y, g)
     sxx = _filter_valid(x * x, g) - mu_x**2
     syy = _filter_valid(y * y, g) - mu_y**2
