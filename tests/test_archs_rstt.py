@@ -501,3 +501,18 @@ def test_demo_config_builds_a_small_rstt():
     assert isinstance(model, RSTT) and count_parameters(model) < 1_000_000 and model.input_frames == 4
     assert opt["datasets"]["train"]["N_frames"] == 7 and opt["datasets"]["val"]["N_frames"] == 7
     assert opt["train"]["scheduler_order"] == "after"
+
+
+def test_vimeo_sequence_folder_average():
+    """RSTT's eval_vimeo90k.py averages clip means per sequence folder, then over folders (quirk 6): reported next
+    to the mean over clips."""
+    from stvsr.eval.protocol import Protocol, Results
+
+    r = Results(Protocol())
+    for clip, value in (("00001/0001", 30.0), ("00001/0002", 32.0), ("00002/0001", 40.0)):
+        r.add(clip, 0, "im1.png", 0, {"psnr_y": value, "ssim_y": 0.5, "psnr_rgb": value, "ssim_rgb": 0.5})
+    assert r.overall()["psnr_y"] == pytest.approx(34.0) and r.folder_mean()["psnr_y"] == pytest.approx(35.5)
+    assert "mean of folders" in r.report()
+    plain = Results(Protocol())
+    plain.add("calendar", 0, "f.png", 0, {"psnr_y": 1.0, "ssim_y": 1.0, "psnr_rgb": 1.0, "ssim_rgb": 1.0})
+    assert plain.folder_mean() is None and "mean of folders" not in plain.report()

@@ -285,6 +285,19 @@ class Results:
         """Mean over all scored frames (reported too; not what the papers average)."""
         return {k: _mean(f.values[k] for f in self.frames) for k in METRICS}
 
+    def folder_mean(self) -> dict[str, float] | None:
+        """Mean over sequence folders of their clips' means (clip '00001/0266' is in folder '00001'): the official
+        RSTT Vimeo-90K-T averaging. None when no clip name has a folder part."""
+        groups: dict[str, list[dict[str, float]]] = {}
+        for clip in self.clips():
+            if "/" not in clip:
+                return None
+            groups.setdefault(clip.split("/")[0], []).append(self.clip_mean(clip))
+        if not groups:
+            return None
+        folders = [{k: _mean(m[k] for m in means) for k in METRICS} for means in groups.values()]
+        return {k: _mean(f[k] for f in folders) for k in METRICS}
+
     def header_lines(self) -> list[str]:
         lines = [f"protocol: {self.protocol.describe(self.size_divisor)}"]
         if self.model:
@@ -311,6 +324,9 @@ class Results:
         count = f"{total}/{of_total}" if of_total else str(total)
         out.append(f"{'mean of clips':<16} {count:>9} {_row(self.overall())}")
         out.append(f"{'mean of frames':<16} {count:>9} {_row(self.pooled())}")
+        folders = self.folder_mean()
+        if folders is not None:  # Vimeo: the official RSTT script's average (clip -> sequence folder -> mean)
+            out.append(f"{'mean of folders':<16} {count:>9} {_row(folders)}")
         o = self.overall()
         out.append(
             f"overall ({primary.upper()}): PSNR {o['psnr_' + primary]:.4f} dB  SSIM {o['ssim_' + primary]:.4f} "
