@@ -269,17 +269,29 @@ def test_getscale_and_head_shapes():
     )  # kaiming_normal(fan_out)
 
 
-def test_bicubic_pre_upsampling_equals_opencv_inter_cubic():
+def test_bicubic_pre_upsampling_is_opencv_inter_cubic():
+    """The filter is OpenCV's INTER_CUBIC: equal to ``cv2.resize`` on float32 frames (to float rounding). On 8-bit
+    frames OpenCV interpolates in 11-bit fixed point, so the 8-bit results agree within one grey level, not always
+    exactly: measured 2 of 230,400 values differ by 1 in 40 random 6x10 frames with OpenCV 4.13, 4.14 and 5.0 here, and
+    1 of 2,880 in this test's frames with 4.14 / 5.0 on another machine (the SIMD path OpenCV picks differs)."""
     cv2 = pytest.importorskip("cv2")
     rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (2, 6, 10, 3), dtype=np.uint8)
-    ours = SAFA(c=8, block_num=1, depth=0, last_RBs=0, head_nf=4).upsample(
-        torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
-    )
-    for i in range(2):
-        ref = cv2.resize(frames[i], None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
-        got = (ours[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        assert np.array_equal(got, ref)
+    frames = rng.integers(0, 256, (8, 6, 10, 3), dtype=np.uint8)
+    net = SAFA(c=8, block_num=1, depth=0, last_RBs=0, head_nf=4)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    net.upsample_quantize = False
+    exact = net.upsample(x)
+    net.upsample_quantize = True
+    ours = net.upsample(x)
+    differing = 0
+    for i in range(len(frames)):
+        ref_float = cv2.resize(frames[i].astype(np.float32) / 255, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+        np.testing.assert_allclose(exact[i].permute(1, 2, 0).numpy(), ref_float, rtol=0, atol=1e-6)
+        ref = cv2.resize(frames[i], None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC).astype(int)
+        got = (ours[i].permute(1, 2, 0).numpy() * 255).round().astype(int)
+        assert np.abs(got - ref).max() <= 1
+        differing += int((got != ref).sum())
+    assert differing <= frames.size * 16 // 1000  # at most 0.1 % of the values (measured: 0 to 2 in 23,040)
 
 
 # ------------------------------------------------------------------ evaluation script

@@ -14,8 +14,9 @@ Three ways to call it:
      with OpenCV ``INTER_CUBIC``: ``F.interpolate(mode='bicubic', align_corners=False)`` is the same filter
      (Keys a = -0.75, half-pixel centres, replicated border). With ``upsample_quantize=True`` (default) the
      result is clamped and rounded to 8 bits as OpenCV does on uint8 frames: on 8-bit inputs it then equals
-     ``cv2.resize(..., fx=4, fy=4, interpolation=cv2.INTER_CUBIC)`` exactly (tested); without it the
-     float result differs from OpenCV's float32 result by < 1e-6 (no clamping, no rounding);
+     ``cv2.resize(..., fx=4, fy=4, interpolation=cv2.INTER_CUBIC)`` within one grey level (OpenCV's 8-bit path
+     rounds in 11-bit fixed point: about 1 value in 10^5 differs by 1 with OpenCV 4.13 to 5.0; tested); without
+     it the float result differs from OpenCV's float32 result by < 1e-6 (no clamping, no rounding);
   2. RGB -> BGR (the model was trained on BGR frames; its ImageNet RGB normalisation is applied to BGR,
      quirk 5, KEEP), and back to RGB at the end;
   3. each adjacent pair (k, k+1) is run at t = 0.5 (the frame between them) and at t = 0 (key frame k);

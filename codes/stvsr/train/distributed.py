@@ -81,5 +81,14 @@ def sum_over_ranks(value: float, info: DistInfo) -> float:
 
 
 def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group cleanly: wait until every process is done with its collectives (rank 0 still
+    reports when the others have finished), then destroy the group in all of them. Without the wait, a process
+    that tears its group down while a peer is still using the connections can abort at exit (seen with gloo as
+    ``terminate called without an active exception``, SIGABRT after the run's last line)."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    try:
+        barrier(info)
+    except RuntimeError:  # a peer already failed: nothing left to wait for
+        pass
+    dist.destroy_process_group()
