@@ -96,6 +96,19 @@ def test_cosine_equals_official_recursion_small():
     assert ours[9] == 4e-4 and ours[29] == 2e-4  # restarts at e = 10 (weight 1) and 30 (weight 0.5)
 
 
+def test_cosine_out_of_order_restarts_equal_official_recursion():
+    """TMNet stage 2's official restarts [500, 100, 1500] (quirk 3, KEEP): the official recursion restarts at 100
+    with T_period[2] = 1500, at 500 with T_period[1] = 1000, and jumps back to lr0 at 1500."""
+    args = ([500, 1000, 1500, 2000], [500, 100, 1500], [1.0, 1.0, 1.0], 1e-7)
+    sched = CosineAnnealingLR_Restart(optimizer(), args[0], args[1], args[2], eta_min=args[3])
+    ours = trajectory(sched, 1500)
+    ref = official_recursion(*args, 4e-4, 1500)
+    assert ours == pytest.approx(ref, rel=1e-9, abs=1e-15)
+    assert ours[99] == ours[499] == ours[1499] == 4e-4
+    with pytest.raises(ValueError, match="only once"):
+        CosineAnnealingLR_Restart(optimizer(), [5, 5, 5], [3, 3], [1.0, 1.0])
+
+
 def test_multistep_restart_and_warmup():
     sched = MultiStepLR_Restart(optimizer(1.0), milestones=[2, 4, 7], restarts=[5], weights=[0.5], gamma=0.1)
     assert trajectory(sched, 8) == pytest.approx([1.0, 0.1, 0.1, 0.01, 0.5, 0.5, 0.05, 0.05])

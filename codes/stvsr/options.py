@@ -98,6 +98,8 @@ SCHEMA: dict[str, Any] = {
         "channels_last": (bool, False),
         "deterministic": (bool, False),
         "find_unused_parameters": (bool, False),  # DDP: models with parameters that get no gradient
+        "trainable": ((list, type(None)), None),  # name patterns: train only these parameters (TMNet stage 2: [TMB])
+        "freeze": ((list, type(None)), None),  # name patterns: parameters kept fixed (after trainable)
         "dcn_lr_mul": (float, 1.0),  # lr multiplier of the deformable offset convs (BasicSR's dcn_lr_mul)
     },
     "logger": {
@@ -271,6 +273,9 @@ def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = No
     if tr["ema_decay"] is not None and not 0.0 < tr["ema_decay"] < 1.0:
         raise OptionsError(f"train.ema_decay: {tr['ema_decay']} is not in (0, 1)")
     _check_choice(tr, "scheduler_order", ("before", "after"))
+    for key in ("trainable", "freeze"):
+        if tr[key] is not None and not all(isinstance(p, str) and p for p in tr[key]):
+            raise OptionsError(f"train.{key}: expected a list of parameter-name patterns (strings), got {tr[key]!r}")
     if tr["lr_scheme"] == "CosineAnnealingLR_Restart" and not tr["T_period"]:
         raise OptionsError("train.T_period: required by lr_scheme CosineAnnealingLR_Restart")
     if tr["lr_scheme"] == "MultiStepLR_Restart" and tr["lr_steps"] is None:

@@ -1,5 +1,5 @@
-"""Data: degradations (BI/BD), LMDB stores, and the registered datasets ``Vimeo7``, ``VimeoTest`` and
-``VideoFolder``.
+"""Data: degradations (BI/BD), LMDB stores, and the registered datasets ``Vimeo7``, ``VimeoTest``,
+``VideoFolder`` and ``Adobe240`` (windows of consecutive frames with time stamps, TMNet stage 2).
 
 Importing this package registers the datasets in :data:`stvsr.registry.DATASETS` (explicit imports below;
 nothing is discovered by scanning folders). :func:`build_dataset` makes one from an options block.
@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..registry import DATASETS
+from .adobe240 import Adobe240
 from .io import DataError
 from .video_folder import VideoFolder
 from .vimeo import Vimeo7, VimeoTest
@@ -27,4 +28,4 @@ def build_dataset(opt: Mapping[str, Any]):
     return cls(opt)
 
 
-__all__ = ["DataError", "VideoFolder", "Vimeo7", "VimeoTest", "build_dataset"]
+__all__ = ["Adobe240", "DataError", "VideoFolder", "Vimeo7", "VimeoTest", "build_dataset"]

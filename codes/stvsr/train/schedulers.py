@@ -13,12 +13,15 @@ steps before the optimiser), iteration ``i`` (1-based) uses ``lr(i)``.
 restart, which no official config reaches, the cosine simply continues here, while the official recursion's
 turn-around step uses the weight-1 amplitude). ``MultiStepLR_Restart``: ``lr0 * w_r * gamma ** m`` with
 ``m`` the milestones in ``(r, e]``. Warm-up (``warmup_iter`` > 0, as the official ``update_learning_rate``):
-``lr0 * e / warmup_iter`` for ``e < warmup_iter``.
+``lr0 * e / warmup_iter`` for ``e < warmup_iter``. Restarts listed out of order (TMNet stage 2's official
+``[500, 100, 1500]``) happen in time order, each with the period and weight of its place in the list, as the
+official recursion does.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 from collections.abc import Sequence
 
@@ -26,6 +29,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from stvsr.registry import SCHEDULERS
+
+logger = logging.getLogger(__name__)
 
 
 class _RestartScheduler(LRScheduler):
@@ -43,17 +48,29 @@ class _RestartScheduler(LRScheduler):
             raise ValueError(
                 f"restarts {self.restarts} and restart_weights {self.restart_weights} do not have the same length"
             )
-        if self.restarts != sorted(self.restarts):
-            raise ValueError(f"restarts {self.restarts} must be increasing")
+        if len(set(self.restarts)) != len(self.restarts):
+            raise ValueError(f"restarts {self.restarts}: each restart iteration may appear only once")
+        # Restarts happen in time order; restart k of the *list* keeps its period T_period[k + 1] and weight, as
+        # in the official code (TMNet stage 2's restarts [500, 100, 1500] restart at 100 with T_period[2]).
+        self._order = sorted(range(len(self.restarts)), key=self.restarts.__getitem__)
+        self._in_time = [self.restarts[k] for k in self._order]
+        if self._in_time != self.restarts:
+            logger.warning(
+                "restarts %s are not increasing: as in the official code, they happen in time order (%s), each "
+                "with the period and weight of its place in the list",
+                self.restarts,
+                self._in_time,
+            )
         self.warmup_iter = int(warmup_iter)
         super().__init__(optimizer, last_epoch)
 
     def _restart(self, e: int) -> tuple[int, int, float]:
         """(index of the current period, its start r, its weight w)."""
-        k = bisect.bisect_right(self.restarts, e)
-        if k == 0:
+        j = bisect.bisect_right(self._in_time, e)
+        if j == 0:
             return 0, 0, 1.0
-        return k, self.restarts[k - 1], self.restart_weights[k - 1]
+        k = self._order[j - 1]
+        return k + 1, self.restarts[k], self.restart_weights[k]
 
     def _lr(self, base: float, e: int) -> float:
         raise NotImplementedError

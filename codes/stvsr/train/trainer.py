@@ -60,6 +60,56 @@ logger = logging.getLogger("stvsr.train")
 CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
 
 
+def select_trainable(
+    model: torch.nn.Module, trainable: list[str] | None = None, freeze: list[str] | None = None
+) -> list[str]:
+    """Freeze parameters by name (``train.trainable`` / ``train.freeze``); returns the trainable names.
+
+    A pattern matches a parameter name it is a substring of (``TMB`` matches ``pcd_align.TMB_A_l1.f_process.0.weight``,
+    as TMNet's official stage 2 selects), or that it matches as a glob when it holds ``*``, ``?`` or ``[``
+    (``pcd_align.*.weight``). With ``trainable``, only the parameters matching one of its patterns train; then
+    those matching a ``freeze`` pattern are frozen too. A pattern that matches no parameter is an error (a typo
+    would otherwise silently train everything or nothing), and so is a selection that leaves nothing to train.
+    """
+    import fnmatch
+
+    def matches(pattern: str, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, pattern) if any(ch in pattern for ch in "*?[") else pattern in name
+
+    names = [name for name, _ in model.named_parameters()]
+    for key, patterns in (("trainable", trainable), ("freeze", freeze)):
+        for pattern in patterns or ():
+            if not any(matches(pattern, name) for name in names):
+                raise ValueError(
+                    f"train.{key}: pattern {pattern!r} matches no parameter of {type(model).__name__} "
+                    f"(names look like {names[0]!r}, {names[-1]!r})"
+                )
+    kept = []
+    for name, p in model.named_parameters():
+        train = trainable is None or any(matches(pat, name) for pat in trainable)
+        train = train and not any(matches(pat, name) for pat in freeze or ())
+        p.requires_grad_(train)
+        if train:
+            kept.append(name)
+    if not kept:
+        raise ValueError(f"train.trainable {trainable} / train.freeze {freeze}: no parameter is left to train")
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    logger.info("Training %d of %d parameter tensors (%s of %s parameters); the others are frozen",
+                len(kept), len(names), f"{n_train:,}", f"{n_all:,}")  # fmt: skip
+    return kept
+
+
+def time_argument(model: torch.nn.Module, time: torch.Tensor) -> torch.Tensor:
+    """A batch's time stamps (B, n), checked against the model: it must take them (``takes_time``, e.g. TMNet)."""
+    if not getattr(model, "takes_time", False):
+        raise ValueError(
+            f"the samples carry time stamps ('time', e.g. datasets mode Adobe240) but {type(model).__name__} takes "
+            f"none: use a model with forward(x, t) (TMNet) or a dataset without time stamps"
+        )
+    return time
+
+
 class TrainingStopped(RuntimeError):
     """The run stopped on purpose (e.g. too many non-finite losses in a row); the message says why."""
 
@@ -369,6 +419,8 @@ class Trainer:
         if opt["path"]["pretrain_model_G"] and resume is None:
             load_official(self.model, opt["path"]["pretrain_model_G"], strict=opt["path"]["strict_load"])
             logger.info("Loaded pretrained weights from %s", opt["path"]["pretrain_model_G"])
+        if tr["trainable"] is not None or tr["freeze"] is not None:
+            select_trainable(self.model, tr["trainable"], tr["freeze"])
         self.net = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -478,7 +530,7 @@ class Trainer:
         scores = []
         for i in range(len(self.val_set)):
             sample = self.val_set[i]
-            out = self._predict(model, sample["LQs"], sample["GT"].shape[-2:])
+            out = self._predict(model, sample["LQs"], sample["GT"].shape[-2:], sample.get("time"))
             out_np = quantize(out.float().cpu().permute(0, 2, 3, 1).numpy())
             gt_np = quantize(sample["GT"].permute(0, 2, 3, 1).numpy())
             scores.append(np.mean([calculate_psnr(o, g, 0, test_y_channel=True) for o, g in zip(out_np, gt_np)]))
@@ -487,8 +539,12 @@ class Trainer:
         model.train(was_training)
         return float(np.mean(scores))
 
-    def _predict(self, model: torch.nn.Module, lqs: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        """``model`` on one sample's LR frames, zero-padded to its size divisor and cropped back to ``size``."""
+    def _predict(
+        self, model: torch.nn.Module, lqs: torch.Tensor, size: torch.Size, time: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``model`` on one sample's LR frames, zero-padded to its size divisor and cropped back to ``size``; with
+        the sample's time stamps ``time`` (n,) when it carries them (``model(lqs, time)``, e.g. TMNet)."""
+        args = () if time is None else (time_argument(model, time[None]).to(self.device),)
         lqs = lqs[None].to(self.device)
         divisor = int(getattr(model, "size_divisor", 1))
         h, w = lqs.shape[-2:]
@@ -496,14 +552,16 @@ class Trainer:
         if ph or pw:
             lqs = F.pad(lqs.flatten(0, 1), (0, pw, 0, ph)).unflatten(0, lqs.shape[:2])
         with self._autocast():
-            return model(lqs)[0, ..., : size[0], : size[1]]
+            return model(lqs, *args)[0, ..., : size[0], : size[1]]
 
     def _log_triplet(self, sample: dict[str, Any], out_np: np.ndarray, gt_np: np.ndarray) -> None:
         from stvsr.archs import build_arch
         from stvsr.eval.metrics import quantize
 
         middle = out_np.shape[0] // 2
-        bicubic = self._predict(build_arch({"which_model_G": "bicubic"}), sample["LQs"], sample["GT"].shape[-2:])
+        bicubic = self._predict(
+            build_arch({"which_model_G": "bicubic"}), sample["LQs"], sample["GT"].shape[-2:], sample.get("time")
+        )
         base = quantize(bicubic[middle].float().cpu().permute(1, 2, 0).numpy())
         triplet = np.concatenate([base, out_np[middle], gt_np[middle]], axis=1)
         self.tb.add_image(f"val/{sample.get('key', 'sample')}", triplet, self.iter, dataformats="HWC")
@@ -535,8 +593,10 @@ class Trainer:
         lqs = batch["LQs"].to(self.device, non_blocking=True)
         gt = batch["GT"].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
+        # time stamps (B, n) of samples that carry them (Adobe240): forward(lqs, time), n frames per pair
+        args = () if "time" not in batch else (time_argument(self.model, batch["time"]).to(self.device),)
         with self._autocast():
-            out = self.net(lqs)
+            out = self.net(lqs, *args)
             loss = self._loss(out, gt).float() * self.loss_scale
         # every process must agree to skip, or DDP's gradient all-reduce would wait forever
         value = sum_over_ranks(float(loss.detach()), self.dist) / self.dist.world_size
