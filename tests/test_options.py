@@ -111,7 +111,16 @@ def test_experiment_folder_archived_not_overwritten(tmp_path, root, capsys):
     archived = [p for p in exp.parent.iterdir() if p.name.startswith("unit_archived_")]
     assert len(archived) == 1 and (archived[0] / "marker").read_text() == "first run"
     assert not (exp / "marker").exists()
-    assert "archived to" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).count("archived to") == 1  # once, not once per handler
     (exp / "marker").write_text("kept")
     options.prepare_experiment(opt, resume=True)  # resuming keeps the folder
     assert (exp / "marker").read_text() == "kept"
+
+
+def test_saved_options_load_back(tmp_path, root):
+    """experiments/<name>/options.yml (with the keys validate() derives) is a valid options file itself."""
+    opt = options.load(write(tmp_path, BASE))
+    exp = options.prepare_experiment(opt)
+    again = options.load(exp / "options.yml")
+    assert again["network_G"] == opt["network_G"] and again["path"]["models"] == opt["path"]["models"]

@@ -354,9 +354,8 @@ def prepare_experiment(opt: dict[str, Any], resume: bool = False) -> Path:
             archived = exp.with_name(f"{exp.name}_archived_{stamp}_{n}")
             n += 1
         exp.rename(archived)
-        message = f"Experiment folder {exp} exists: archived to {archived}"
-        logger.warning(message)
-        print(message)
+        # once: printed (the trainer's log file does not exist yet; a logger.warning as well printed it twice)
+        print(f"Experiment folder {exp} exists: archived to {archived}", flush=True)
     (exp / "models").mkdir(parents=True, exist_ok=True)
     target = exp / "options.yml"
     tmp = target.with_name(target.name + ".tmp")
