@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -288,3 +290,89 @@ def test_build_arch_errors_name_the_key():
         build_arch({**TINY, "back_RB": 2})
     with pytest.raises(ValueError, match="divisible by groups=8"):
         build_arch({**TINY, "nf": 12})
+
+
+# ------------------------------------------------------------------ evaluation scripts and stvsr-infer
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_test_configs_and_official_settings(tmp_path: Path):
+    """options/test/test_tmnet_{vid4,vimeo}.yml and --model TMNet: the official model, zero padding to x4,
+    every Vid4 frame scored (the official script appends the last window)."""
+    from stvsr.eval import cli, vimeo_cli
+
+    official = dict(OFFICIAL)
+    vid4 = cli.resolve(cli.build_parser().parse_args(["-opt", str(ROOT / "options/test/test_tmnet_vid4.yml")]))
+    for name in ("slow", "medium", "fast"):
+        (tmp_path / f"sep_{name}_testset.txt").write_text("00001/0001\n")
+    vimeo_args = ["-opt", str(ROOT / "options/test/test_tmnet_vimeo.yml"), "--list_dir", str(tmp_path)]
+    vimeo = vimeo_cli.resolve(vimeo_cli.build_parser().parse_args(vimeo_args))
+    for settings in (vid4, vimeo):
+        assert settings["network"] == official
+        assert settings["protocol"].resolved_pad(TMNet.size_divisor) == 4 and settings["strict"]
+    assert vid4["protocol"].window == 7 and vid4["protocol"].stride == 6 and vid4["protocol"].tail == "all"
+    model_only = cli.resolve(cli.build_parser().parse_args(["--model", "TMNet", "--dataroot_GT", str(tmp_path)]))
+    assert model_only["network"] == official
+
+
+def _clip(root: Path, frames: int = 8, size: tuple[int, int] = (24, 36)) -> None:
+    import numpy as np
+
+    from stvsr.data.degrade import bi_downscale
+    from stvsr.data.io import write_image
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (*size, 3)).astype(np.float64)
+    for t in range(frames):
+        frame = np.clip(np.roll(base, t, 1) + rng.normal(0, 5, base.shape), 0, 255).astype(np.uint8)
+        write_image(root / "GT" / "a" / f"{t:03d}.png", frame)
+        write_image(root / "LR" / "a" / f"{t:03d}.png", bi_downscale(frame))
+
+
+def test_tiny_tmnet_through_test_py(tmp_path: Path, capsys):
+    """A random tiny TMNet through codes/test.py's entry point; LR 6x9 padded to 8x12 by the protocol."""
+    from stvsr.checkpoint import save_state_dict
+    from stvsr.eval.cli import main
+
+    _clip(tmp_path)
+    save_state_dict(tiny(), tmp_path / "tmnet.pth")
+    net = ", ".join(f"{k}: {v}" for k, v in TINY.items())
+    opt = tmp_path / "tiny.yml"
+    opt.write_text(
+        f"name: tiny\nnetwork_G: {{{net}}}\n"
+        f"datasets:\n  test: {{name: syn, dataroot_GT: '{tmp_path / 'GT'}', dataroot_LQ: '{tmp_path / 'LR'}'}}\n"
+        f"path: {{pretrain_model_G: '{tmp_path / 'tmnet.pth'}', results_root: '{tmp_path / 'res'}'}}\n"
+        "protocol: {tail: all}\n"
+    )
+    assert main(["-opt", str(opt), "--no_progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "8/8" in out and "pad_multiple=4" in out
+
+
+def test_stvsr_infer_time_factor(tmp_path: Path):
+    """stvsr-infer --time-factor 4 with a tiny TMNet on a folder of 5 LR frames (one window): 4 * 4 + 1 output
+    frames, equal to the model's own forward_times on the window zero-padded to x4, cropped and quantised."""
+    import numpy as np
+    import yaml
+
+    from stvsr.checkpoint import save_state_dict
+    from stvsr.data.io import list_images, read_image
+    from stvsr.eval.metrics import quantize
+    from stvsr.infer.cli import main
+
+    _clip(tmp_path, frames=5)
+    save_state_dict(tiny(), tmp_path / "tmnet.pth")
+    opt = tmp_path / "tmnet.yml"
+    opt.write_text(yaml.safe_dump({"network_G": TINY, "path": {"pretrain_model_G": str(tmp_path / "tmnet.pth")}}))
+    out = tmp_path / "out"
+    args = ["-opt", str(opt), "-i", str(tmp_path / "LR" / "a"), "--fps", "24", "-o", str(out)]
+    assert main([*args, "--time-factor", "4", "--window", "5", "--device", "cpu", "--no-progress"]) == 0
+    frames = np.stack([read_image(p) for p in list_images(out)])
+    assert frames.shape == (4 * 4 + 1, 24, 36, 3)
+    lr = np.stack([read_image(p) for p in list_images(tmp_path / "LR" / "a")])
+    x = torch.from_numpy(lr).permute(0, 3, 1, 2)[None].float().div(255.0)
+    x = F.pad(x.flatten(0, 1), (0, 3, 0, 2)).unflatten(0, x.shape[:2])  # 6x9 -> 8x12
+    with torch.no_grad():
+        ref = tiny().eval().forward_times(x, 4)[0, ..., :24, :36]
+    ref = quantize(ref.permute(0, 2, 3, 1).numpy())
+    assert np.abs(frames.astype(int) - ref.astype(int)).max() <= 1  # PNG round trip of the same numbers

@@ -39,6 +39,7 @@ OFFICIAL_NETWORKS: dict[str, dict[str, Any]] = {
     },
     "SAFA": {},
     "STARnet": {"base_filter": 256, "feat": 64, "num_stages": 3, "n_resblock": 5, "scale_factor": 4},
+    "TMNet": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False},
     "bicubic": {},
 }
 TOP_KEYS = ("name", "model", "scale", "device", "datasets", "network_G", "path", "protocol", "save_images")
