@@ -40,6 +40,8 @@ OFFICIAL = {
     "zsm": {"which_model_G": "LunaTokis", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
     "stdan": {"which_model_G": "STTrans2", "nf": 64, "nframes": 7, "embed_dim": 72},
     "msitf": {"which_model_G": "MSITF", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
+    # TMNet in its 4 -> 7 mode without time stamps (stage 1 training, the Vid4 evaluation)
+    "tmnet": {"which_model_G": "TMNet", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
     "safa": {"which_model_G": "SAFA"},
     "starnet": {
         "which_model_G": "STARnet",
