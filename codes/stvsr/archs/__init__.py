@@ -8,6 +8,10 @@ architecture class declares:
 - ``config_keys``: the ``network_G`` keys it accepts, mapped to constructor arguments;
   ``config_required``: the keys the official code requires; ``config_ignored``: keys of the official
   configs that have no effect (accepted, so that existing config files work).
+
+and, where it applies: ``supports_time_factor`` with ``forward_times(lqs, k)`` (frames at t = j/k between each
+pair: ``stvsr-infer --time-factor``; SAFA, TMNet), ``takes_time`` with ``forward(lqs, t)`` (t (B, n) time
+stamps, which the trainer passes when samples carry ``time``; TMNet, bicubic).
 """
 
 from __future__ import annotations
