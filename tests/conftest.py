@@ -15,6 +15,7 @@ from stvsr.ops.backends import why_unavailable
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ext: needs the compiled DCN extension (skipped where it cannot be built)")
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one); run them with -m cuda")
 
 
 def skip_unless_available(backend: str) -> None:

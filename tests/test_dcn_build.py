@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -197,6 +198,7 @@ def test_prebuilt_module_is_used_only_when_it_matches_the_sources(
         return _FakePrebuilt("0123456789abcdef") if outcome == "stale" else current
 
     monkeypatch.setattr(ext.importlib, "import_module", import_module)
+    monkeypatch.setattr(ext, "cuda_wanted", lambda: False)  # the fake has CPU kernels only; CUDA case below
     caplog.set_level(logging.WARNING, logger="stvsr.ops.ext")
     module = ext._import_prebuilt()
     assert module is (current if outcome == "current" else None)
@@ -220,3 +222,40 @@ def test_build_finds_the_pip_installed_ninja(monkeypatch: pytest.MonkeyPatch) ->
     ext._put_ninja_on_path()
     found = shutil.which("ninja")
     assert found is not None and str(Path(found).parent) in folders
+
+
+def test_prebuilt_module_without_cuda_kernels_is_not_used_where_cuda_is_wanted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ext.importlib, "import_module", lambda name: _FakePrebuilt(ext.source_digest()))
+    monkeypatch.setattr(ext, "cuda_wanted", lambda: True)
+    assert ext._import_prebuilt() is None
+
+
+def test_doctor_exits_cleanly_in_a_fresh_interpreter() -> None:
+    """The report, then a clean interpreter exit: no crash while the extension and its kernels unload
+    (a segmentation fault at exit was seen on a GPU machine)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-m", "stvsr.doctor"], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"exit status {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    assert "Result: OK" in result.stdout
+
+
+def test_failed_build_is_reported_in_two_lines_with_the_first_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STVSR_EXT_DIR", str(tmp_path))
+    output = (
+        "RuntimeError: Error building extension 'stvsr_dcn_x': [1/3] c++ -c dcn.cpp\n"
+        + "note: lots of compiler output\n" * 300
+        + "dcn_cuda.cu(265): error: more than one instance of overloaded function matches\n"
+        + "ninja: build stopped: subcommand failed."
+    )
+    summary = ext.describe_build_failure(output)
+    assert summary.splitlines() == [
+        "the DCN extension could not be built: dcn_cuda.cu(265): error: more than one instance of overloaded "
+        "function matches",
+        f"  (full log: {tmp_path / 'last_build_failure.log'})",
+    ]
+    assert (tmp_path / "last_build_failure.log").read_text() == output

@@ -67,6 +67,13 @@ DcnGeometry make_geometry(const at::Tensor& input, const at::Tensor& offset, con
   return g;
 }
 
+// The kernels are differentiated by hand (stvsr/ops/ext.py registers their backward), so they work on
+// detached tensors. This matters on the CPU: the kernel calls ATen ops from at::parallel_for worker threads,
+// which (in some torch releases, e.g. 2.11) do not inherit the caller's grad mode and dispatch state; on
+// tensors that require grad those ops would then record autograd history from several threads at once
+// (seen: "a leaf Variable that requires grad is being used in an in-place operation", and a segfault).
+inline at::Tensor plain(const at::Tensor& t) { return t.defined() ? t.detach() : t; }
+
 #ifdef WITH_CUDA
 #define DCN_DISPATCH(name, t, ...) ((t).is_cuda() ? name##_cuda(__VA_ARGS__) : name##_cpu(__VA_ARGS__))
 #else
@@ -79,10 +86,12 @@ inline void require_cpu(const at::Tensor& t) {
 
 }  // namespace
 
-at::Tensor dcn_forward(const at::Tensor& input, const at::Tensor& weight,
-                       const c10::optional<at::Tensor>& bias, const at::Tensor& offset,
-                       const at::Tensor& mask, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+at::Tensor dcn_forward(const at::Tensor& input_, const at::Tensor& weight_,
+                       const c10::optional<at::Tensor>& bias_, const at::Tensor& offset_,
+                       const at::Tensor& mask_, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                        int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups) {
+  const at::Tensor input = plain(input_), weight = plain(weight_), offset = plain(offset_), mask = plain(mask_);
+  const c10::optional<at::Tensor> bias = bias_.has_value() ? c10::optional<at::Tensor>(plain(*bias_)) : c10::nullopt;
   const Params p{stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
   check_weight(input, weight, bias);
   const DcnGeometry g = make_geometry(input, offset, mask, weight.size(2), weight.size(3), p);
@@ -90,12 +99,14 @@ at::Tensor dcn_forward(const at::Tensor& input, const at::Tensor& weight,
   return DCN_DISPATCH(dcn_forward, input, input, weight.contiguous(), b, offset, mask, g);
 }
 
-std::vector<at::Tensor> dcn_backward(const at::Tensor& grad_output, const at::Tensor& input,
-                                     const at::Tensor& weight, const at::Tensor& offset,
-                                     const at::Tensor& mask, int64_t stride_h, int64_t stride_w,
+std::vector<at::Tensor> dcn_backward(const at::Tensor& grad_output_, const at::Tensor& input_,
+                                     const at::Tensor& weight_, const at::Tensor& offset_,
+                                     const at::Tensor& mask_, int64_t stride_h, int64_t stride_w,
                                      int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w,
                                      int64_t groups, bool need_input, bool need_offset_mask,
                                      bool need_weight, bool need_bias) {
+  const at::Tensor grad_output = plain(grad_output_), input = plain(input_), weight = plain(weight_);
+  const at::Tensor offset = plain(offset_), mask = plain(mask_);
   const Params p{stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
   check_weight(input, weight, c10::nullopt);
   const DcnGeometry g = make_geometry(input, offset, mask, weight.size(2), weight.size(3), p);
@@ -107,20 +118,23 @@ std::vector<at::Tensor> dcn_backward(const at::Tensor& grad_output, const at::Te
   return DCN_DISPATCH(dcn_backward, input, grad, input, weight.contiguous(), offset, mask, g, needs);
 }
 
-at::Tensor dcn_sample(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+at::Tensor dcn_sample(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& mask_,
                       int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
                       int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups) {
+  const at::Tensor input = plain(input_), offset = plain(offset_), mask = plain(mask_);
   const Params p{stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
   const DcnGeometry g = make_geometry(input, offset, mask, kernel_h, kernel_w, p);
   return DCN_DISPATCH(dcn_sample, input, input, offset, mask, g);
 }
 
-std::vector<at::Tensor> dcn_sample_backward(const at::Tensor& grad_samples, const at::Tensor& input,
-                                            const at::Tensor& offset, const at::Tensor& mask,
+std::vector<at::Tensor> dcn_sample_backward(const at::Tensor& grad_samples_, const at::Tensor& input_,
+                                            const at::Tensor& offset_, const at::Tensor& mask_,
                                             int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
                                             int64_t stride_w, int64_t pad_h, int64_t pad_w,
                                             int64_t dil_h, int64_t dil_w, int64_t groups,
                                             bool need_input, bool need_offset_mask) {
+  const at::Tensor grad_samples = plain(grad_samples_), input = plain(input_), offset = plain(offset_);
+  const at::Tensor mask = plain(mask_);
   const Params p{stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups};
   const DcnGeometry g = make_geometry(input, offset, mask, kernel_h, kernel_w, p);
   const at::Tensor grad = grad_samples.contiguous().to(input.scalar_type());

@@ -101,6 +101,7 @@ SCHEMA: dict[str, Any] = {
         "trainable": ((list, type(None)), None),  # name patterns: train only these parameters (TMNet stage 2: [TMB])
         "freeze": ((list, type(None)), None),  # name patterns: parameters kept fixed (after trainable)
         "dcn_lr_mul": (float, 1.0),  # lr multiplier of the deformable offset convs (BasicSR's dcn_lr_mul)
+        "compile": (bool, False),  # torch.compile the model for training (same results, faster steps)
     },
     "logger": {
         "print_freq": (int, 100),

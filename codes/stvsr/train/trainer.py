@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from stvsr import options as options_mod
+from stvsr.ops import check_offsets
 
 from .distributed import DistInfo, barrier, gather_objects, init_distributed, shutdown, sum_over_ranks
 from .losses import build_loss
@@ -430,6 +431,8 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=tr["find_unused_parameters"],
             )
+        if tr["compile"]:  # after DDP, so that DDP's optimiser splits the graph at its gradient buckets
+            self.net = torch.compile(self.net)
         self.ema = EMA(self.model, tr["ema_decay"]) if tr["ema_decay"] else None
         params = [p for p in self.model.parameters() if p.requires_grad]
         optim_cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "Adamax": torch.optim.Adamax}[tr["optim"]]
@@ -698,6 +701,7 @@ class Trainer:
                             eta,
                         )
                         window = {"iters": 0, "time": 0.0, "data": 0.0}
+                        check_offsets(self.model)  # deformable offsets blowing up (also under torch.compile)
                     if self.tb is not None:
                         self.tb.add_scalar("loss", loss, self.iter)
                         self.tb.add_scalar("lr", lr, self.iter)
