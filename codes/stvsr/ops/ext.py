@@ -427,5 +427,7 @@ class DeformSampleFunction(torch.autograd.Function):
     def backward(ctx, grad_samples):
         input, offset, mask = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grads = _sample_backward(grad_samples.contiguous(), input, offset, mask, *ctx.params, need[0], need[1] or need[2])
+        grads = _sample_backward(
+            grad_samples.contiguous(), input, offset, mask, *ctx.params, need[0], need[1] or need[2]
+        )
         return (*_or_none(grads, need[:3]), None, None, None, None, None)

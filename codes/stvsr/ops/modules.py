@@ -58,9 +58,7 @@ def check_offsets(model: nn.Module, threshold: float = OFFSET_WARNING_THRESHOLD)
         name, value = max(large.items(), key=lambda item: item[1] if item[1] == item[1] else math.inf)
         where = " ".join(filter(None, (type(model.get_submodule(name)).__name__, name)))
         others = f" ({len(large) - 1} other deformable module(s) above it)" if len(large) > 1 else ""
-        logger.warning(
-            "%s: mean |offset| = %.1f > %g, training may be diverging%s", where, value, threshold, others
-        )
+        logger.warning("%s: mean |offset| = %.1f > %g, training may be diverging%s", where, value, threshold, others)
     return large
 
 
