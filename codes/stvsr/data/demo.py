@@ -75,7 +75,9 @@ class DemoSpec:
 
     def check(self) -> None:
         if self.height % self.scale or self.width % self.scale:
-            raise DataError(f"demo frame size {self.width}x{self.height} (W x H) must be a multiple of scale {self.scale}")
+            raise DataError(
+                f"demo frame size {self.width}x{self.height} (W x H) must be a multiple of scale {self.scale}"
+            )
         if self.n_train < 1 or self.n_val < 0 or self.frames < 3:
             raise DataError("demo needs n_train >= 1, n_val >= 0 and frames >= 3")
 

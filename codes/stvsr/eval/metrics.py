@@ -88,7 +88,9 @@ def ssim_channel(x: np.ndarray, y: np.ndarray) -> float:
     """SSIM of two 2-D float64 arrays on the [0, 255] scale (mean of the valid SSIM map)."""
     g = gaussian_window()
     if min(x.shape) < g.size:
-        raise ValueError(f"SSIM needs images of at least {g.size}x{g.size} pixels, got {x.shape[1]}x{x.shape[0]} (W x H)")
+        raise ValueError(
+            f"SSIM needs images of at least {g.size}x{g.size} pixels, got {x.shape[1]}x{x.shape[0]} (W x H)"
+        )
     mu_x, mu_y = _filter_valid(x, g), _filter_valid(y, g)
     sxx = _filter_valid(x * x, g) - mu_x**2
     syy = _filter_valid(y * y, g) - mu_y**2
