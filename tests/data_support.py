@@ -40,3 +40,15 @@ def make_vimeo_tree(
 def to_uint8(frames) -> np.ndarray:
     """(T, 3, H, W) float tensor in [0, 1] -> (T, H, W, 3) uint8 (exact for values that came from uint8)."""
     return np.rint(frames.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+
+
+def synthetic_clips(root: Path, lengths: dict[str, int], size: tuple[int, int]) -> tuple[Path, Path]:
+    """Clip folders root/GT/<clip>/000.png.. (a noisy texture moving 1 px per frame) and their BI x4 LR in root/LR."""
+    rng = np.random.default_rng(0)
+    for clip, n in lengths.items():
+        base = rng.integers(0, 256, (*size, 3)).astype(np.float64)
+        for t in range(n):
+            frame = np.clip(np.roll(base, t, 1) + rng.normal(0, 5, base.shape), 0, 255).astype(np.uint8)
+            write_image(root / "GT" / clip / f"{t:03d}.png", frame)
+            write_image(root / "LR" / clip / f"{t:03d}.png", bi_downscale(frame))
+    return root / "GT", root / "LR"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_support import synthetic_clips
 from stvsr.archs import build_arch
 from stvsr.checkpoint import save_state_dict
 from stvsr.data.degrade import bi_downscale
@@ -83,14 +84,7 @@ def test_bicubic_on_real_vid4_clips(tmp_path: Path, capsys) -> None:
 
 
 def _synthetic_clips(root: Path, lengths: dict[str, int], size=(24, 36)) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    for clip, n in lengths.items():
-        base = rng.integers(0, 256, (*size, 3)).astype(np.float64)
-        for t in range(n):
-            frame = np.clip(np.roll(base, t, 1) + rng.normal(0, 5, base.shape), 0, 255).astype(np.uint8)
-            write_image(root / "GT" / clip / f"{t:03d}.png", frame)
-            write_image(root / "LR" / clip / f"{t:03d}.png", bi_downscale(frame))
-    return root / "GT", root / "LR"
+    return synthetic_clips(root, lengths, size)
 
 
 def test_tiny_zsm_script_with_lr_folder(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from data_support import synthetic_clips
 from stvsr import options
 from stvsr.data.degrade import bi_downscale
 from stvsr.data.io import write_image
@@ -30,14 +31,7 @@ SMALL_ZSM = {"which_model_G": "LunaTokis", "nf": 8, "nframes": 7, "groups": 2, "
 
 
 def clips(root: Path, lengths: dict[str, int], size: tuple[int, int] = (16, 24)) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    for clip, n in lengths.items():
-        base = rng.integers(0, 256, (*size, 3)).astype(np.float64)
-        for t in range(n):
-            frame = np.clip(np.roll(base, t, 1) + rng.normal(0, 5, base.shape), 0, 255).astype(np.uint8)
-            write_image(root / "GT" / clip / f"{t:03d}.png", frame)
-            write_image(root / "LR" / clip / f"{t:03d}.png", bi_downscale(frame))
-    return root / "GT", root / "LR"
+    return synthetic_clips(root, lengths, size)
 
 
 @pytest.fixture(scope="module")

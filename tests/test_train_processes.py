@@ -53,6 +53,16 @@ def final_weights(models_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(find_latest_checkpoint(models_dir), weights_only=True)["params"]
 
 
+def assert_equals_uninterrupted_run(weights: dict[str, torch.Tensor], tmp_path: Path, data: Path, train: dict) -> None:
+    """``weights`` equal, bit for bit, those of the same run (with flips and rotations) done in one go."""
+    _, raw_straight = base_options(tmp_path / "straight", data, **train)
+    raw_straight["datasets"]["train"].update(use_flip=True, use_rot=True)
+    straight = Trainer(options.validate(raw_straight, None))
+    straight.train()
+    straight.close()
+    assert all(torch.equal(weights[key], value) for key, value in straight.model.state_dict().items())
+
+
 def test_two_process_gloo_run_equals_one_process(tmp_path, data):
     """Total batch 4: one process takes 4 samples per step, each of the two takes 2 (the same 4: the epoch's
     permutation is shared and each sample's augmentation is seeded by its place in it)."""
@@ -128,13 +138,7 @@ def test_killed_run_resumes_exactly(tmp_path, data):
 
     assert main(["-opt", str(path), "--auto_resume"]) == 0
 
-    _, raw_straight = base_options(tmp_path / "straight", data, **train)
-    raw_straight["datasets"]["train"].update(use_flip=True, use_rot=True)
-    straight = Trainer(options.validate(raw_straight, None))
-    straight.train()
-    straight.close()
-    resumed = final_weights(models)
-    assert all(torch.equal(resumed[key], value) for key, value in straight.model.state_dict().items())
+    assert_equals_uninterrupted_run(final_weights(models), tmp_path, data, train)
 
 
 def _iteration(line: str) -> int | None:
@@ -181,13 +185,7 @@ def test_stop_signal_finishes_the_step_saves_and_resumes_exactly(tmp_path, data,
         return  # the resume is the same for both signals: checked once
 
     assert main(["-opt", str(path), "--auto_resume"]) == 0
-    _, raw_straight = base_options(tmp_path / "straight", data, **train)
-    raw_straight["datasets"]["train"].update(use_flip=True, use_rot=True)
-    straight = Trainer(options.validate(raw_straight, None))
-    straight.train()
-    straight.close()
-    resumed = final_weights(models)
-    assert all(torch.equal(resumed[key], value) for key, value in straight.model.state_dict().items())
+    assert_equals_uninterrupted_run(final_weights(models), tmp_path, data, train)
 
 
 def test_failed_checks_leave_no_experiment_folder_and_damaged_lmdb_is_one_message(tmp_path, data, capsys):

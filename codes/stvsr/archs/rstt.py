@@ -30,7 +30,15 @@ from stvsr.registry import ARCHS
 
 from .blocks import ResidualBlock_noBN, add_zsm_head, check_video, make_layer, zsm_head
 from .msitf import trilinear_base
-from .swin import DropPath, Mlp, shifted_window_mask, window_attention, window_partition, window_reverse
+from .swin import (
+    DropPath,
+    Mlp,
+    init_transformer_weights,
+    shifted_window_mask,
+    window_attention,
+    window_partition,
+    window_reverse,
+)
 
 Pair = tuple[int, int]
 
@@ -498,13 +506,7 @@ class RSTT(nn.Module):
         self.recon_trunk = make_layer(ResidualBlock_noBN, back_RBs, nf=embed_dim)
         add_zsm_head(self, embed_dim)
         for m in self.modules():  # official _init_weights (after the RBs' own init, which it leaves alone)
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_transformer_weights(m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _, h, w = check_video(self, x, min_frames=self.num_frames)

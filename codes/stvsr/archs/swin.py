@@ -334,3 +334,14 @@ class SwinBody(nn.Module):
         b, _, c = t.shape
         g = self.conv_after_body(t.transpose(1, 2).reshape(b, c, h, w)) + f
         return self.conv_last(g)
+
+
+def init_transformer_weights(m: nn.Module) -> None:
+    """The Swin-family init of one module: Linear weights trunc_normal(0.02) and zero bias, LayerNorm (1, 0)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

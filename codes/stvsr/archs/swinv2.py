@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .swin import BasicLayer, SwinTransformerBlock, relative_position_index
+from .swin import BasicLayer, SwinTransformerBlock, init_transformer_weights, relative_position_index
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # exp(logit_scale) is clamped at 100
 
@@ -186,17 +186,7 @@ class Swin2SRBody(nn.Module):
             )
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_transformer_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("ext", "torch", "torchvision")
 _ENV = "STVSR_DCN_BACKEND"
 _announced: set[tuple[str, str]] = set()
-_resolved: dict = {}  # (request, device type) -> backend, valid for one extension state
+_resolved: dict[tuple[str, str], str] = {}  # (request, device type) -> backend chosen
+_resolved_for: object = None  # the extension state that _resolved was chosen with
 
 
 @functools.cache
@@ -80,9 +81,10 @@ def resolve(device: torch.device, backend: str | None = None) -> str:
     """
     request = (backend or requested_backend()).lower()
     key = (request, device.type)
-    if _resolved.get("extension state") is not ext.state():  # the extension was reloaded (tests do this)
+    global _resolved_for
+    if _resolved_for is not ext.state():  # the extension was reloaded (tests do): choose again
         _resolved.clear()
-        _resolved["extension state"] = ext.state()
+        _resolved_for = ext.state()
     if key not in _resolved:
         _resolved[key] = _choose(request, device)
     return _resolved[key]
