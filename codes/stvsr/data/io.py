@@ -37,7 +37,7 @@ def require_dir(path: str | Path, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():
         state = "is not a folder" if p.exists() else "does not exist"
-        raise DataError(f"{what} {p} {state}: check the path (or create the data, see README 'Data')")
+        raise DataError(f"{what} {p} {state}: check the path (or create the data, see docs/data.md)")
     return p
 
 
