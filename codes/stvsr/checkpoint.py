@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from stvsr.atomic import atomic_path
+from stvsr.errors import StvsrError
+
 logger = logging.getLogger(__name__)
 
 WRAPPER_KEYS = ("params", "params_ema", "state_dict", "model", "net", "network")
@@ -27,8 +29,13 @@ STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 MAX_LISTED = 12  # names listed per category in a mismatch message
 
 
-class CheckpointMismatchError(RuntimeError):
-    """The checkpoint's keys or shapes do not match the model (one message lists every difference)."""
+class CheckpointMismatchError(StvsrError, RuntimeError):
+    """The checkpoint's keys or shapes do not match the model (one message lists every difference);
+    ``report`` is the :class:`LoadReport` (missing, unexpected and mismatched keys)."""
+
+    def __init__(self, message: str, report: LoadReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -162,7 +169,7 @@ def load_official(
     name = type(net).__name__
     if not report.ok:
         if strict:
-            raise CheckpointMismatchError(report.message(name))
+            raise CheckpointMismatchError(report.message(name), report)
         logger.warning("%s\n  Loading the %d matching tensors (strict=False).", report.message(name),
                        len(state) - len(report.unexpected) - len(report.mismatched))  # fmt: skip
     bad = set(report.unexpected) | {k for k, _, _ in report.mismatched}
@@ -177,18 +184,9 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> None:
     the same folder, then a rename, so that an interrupted save never leaves a truncated checkpoint."""
     net = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        torch.save(state, tmp)
 
 
 def saved_network(path: str | os.PathLike) -> dict | None:

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from stvsr.atomic import atomic_write
+from stvsr.errors import StvsrError
 from stvsr.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 REQUIRED = object()
 
 
-class OptionsError(ValueError):
+class OptionsError(StvsrError, ValueError):
     """A mistake in the options (file, key or value); the message says which and what to do."""
 
 
@@ -358,8 +360,5 @@ def prepare_experiment(opt: dict[str, Any], resume: bool = False) -> Path:
         # once: printed (the trainer's log file does not exist yet; a logger.warning as well printed it twice)
         print(f"Experiment folder {exp} exists: archived to {archived}", flush=True)
     (exp / "models").mkdir(parents=True, exist_ok=True)
-    target = exp / "options.yml"
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(dump(opt))
-    os.replace(tmp, target)
+    atomic_write(exp / "options.yml", dump(opt))
     return exp

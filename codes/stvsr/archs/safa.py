@@ -70,12 +70,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stvsr.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from stvsr.registry import ARCHS
 
 from .blocks import check_video
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 GATES = ("threshold", "sample")
 
 

@@ -37,28 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stvsr.imagenet import denormalize, normalize  # denormalize: the official denorm(vgg=True), exact constants
 from stvsr.registry import ARCHS
 
 from .blocks import check_video
 from .flow import DISFlow, FlowProvider, build_flow_provider, to_network_flow
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 KERNELS = {2: (6, 2, 2), 4: (8, 4, 2), 8: (12, 8, 2)}  # scale -> (kernel, stride, padding) of the (de)convs
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] RGB (..., 3, H, W) -> ImageNet-normalised (torchvision ``Normalize`` semantics)."""
-    mean = x.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
-
-
-def denormalize(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalize` (the official ``denorm(vgg=True)`` up to its rounded constants); no clamp."""
-    mean = x.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(3, 1, 1)
-    return x * std + mean
 
 
 # ----------------------------------------------------------------------------------------------- blocks

@@ -26,8 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -37,9 +35,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import atomic_path
 from .degrade import bi_downscale
 from .io import DataError, write_image
-from .lmdb_store import remove_stale_temporaries
 from .make_lmdb import build_lmdb
 
 logger = logging.getLogger(__name__)
@@ -241,20 +239,13 @@ def ensure_demo_data(root: str | Path, spec: DemoSpec = DemoSpec(), progress: bo
         return root
     if root.exists():
         raise DataError(f"{root} exists but is not a complete demo set for {spec}: delete it, or use another root")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(root)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     logger.info("building the demo dataset in %s (seed %d)", root, spec.seed)
     try:
-        make_demo_data(tmp, spec, progress)
-        try:
-            os.replace(tmp, root)
-        except OSError:  # another process (e.g. another DDP rank) finished first
-            if not is_complete(root, spec):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_path(root, folder=True, replace_folder=False) as tmp:
+            make_demo_data(tmp, spec, progress)
+    except OSError:  # another process (e.g. another DDP rank) finished first
+        if not is_complete(root, spec):
+            raise
     return root
 
 

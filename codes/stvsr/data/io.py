@@ -15,12 +15,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..atomic import atomic_write
+from ..errors import StvsrError
+
 MISSING_SHOWN = 5  # missing clips named in an error message
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
-class DataError(RuntimeError):
+class DataError(StvsrError, RuntimeError):
     """A problem with the user's data or data options; the message says what and where."""
+
+
+class MissingClipsError(DataError):
+    """Clips of a list are not on disk: ``missing`` their names, ``left`` how many listed clips are present
+    (0: nothing to read at all)."""
+
+    def __init__(self, message: str, missing: tuple[str, ...] = (), left: int = 0) -> None:
+        super().__init__(message)  # defaults: a DataLoader worker re-raises it with the message alone
+        self.missing = tuple(missing)
+        self.left = left
 
 
 def natural_key(text: str) -> list:
@@ -88,17 +101,11 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     skips existing files (``generate_LR.py``) can trust every file it finds.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = rgb[:, :, ::-1] if rgb.ndim == 3 else rgb
     ok, buf = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(img))
     if not ok:
         raise DataError(f"cannot encode image for {path}: unsupported extension '{path.suffix}'")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, buf.tobytes())
 
 
 def image_shape(path: str | Path) -> tuple[int, int, int]:

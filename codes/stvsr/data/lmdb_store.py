@@ -26,7 +26,6 @@ import math
 import os
 import pickle
 import re
-import shutil
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
+from ..atomic import atomic_write, commit, discard, temporary_sibling
 from .io import IMAGE_EXTENSIONS, DataError, natural_key, require_dir
 
 logger = logging.getLogger(__name__)
@@ -156,9 +156,7 @@ def read_meta(db_path: str | Path) -> dict[str, Entry]:
 
 def write_meta(db_path: str | Path, entries: Iterable[Entry]) -> None:
     text = "\n".join([META_HEADER, *(e.line() for e in entries)]) + "\n"
-    tmp = Path(db_path) / f".{META_NAME}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, Path(db_path) / META_NAME)
+    atomic_write(Path(db_path) / META_NAME, text)
 
 
 def map_size_for(value_sizes: Iterable[int], key_length: int = 32) -> int:
@@ -178,27 +176,6 @@ def map_size_for(value_sizes: Iterable[int], key_length: int = 32) -> int:
     return int((data_pages + leaf_pages) * PAGE_SIZE * 1.1) + 16 * 2**20
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.NAME.tmp-PID`` folders left next to ``path`` by killed runs (their PID is gone).
-
-    PIDs are those of this machine: on a folder shared between machines, give each run its own ``path``."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            logger.warning("removing %s, left by an interrupted run", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 class LmdbWriter:
     """Writes uint8 HWC arrays under string keys into a new LMDB, atomically.
 
@@ -213,10 +190,7 @@ class LmdbWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise DataError(f"{self.path} already exists: pass --overwrite to replace it, or choose another --dst")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.path)
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp = temporary_sibling(self.path, folder=True)
         self.map_size = max(int(map_size), 2**20)
         self.batch = batch
         self.checksum = checksum
@@ -259,19 +233,10 @@ class LmdbWriter:
         finally:
             self._env.close()
         if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            discard(self.tmp)
             return
         write_meta(self.tmp, self.entries)
-        self._publish()
-
-    def _publish(self) -> None:
-        old = None
-        if self.path.exists():
-            old = self.path.parent / f".{self.path.name}.old-{os.getpid()}"
-            os.replace(self.path, old)
-        os.replace(self.tmp, self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        commit(self.tmp, self.path)
 
 
 _READERS: dict[tuple[int, int], tuple[int, lmdb.Environment]] = {}  # data.mdb (dev, inode) -> (pid, env)

@@ -40,7 +40,7 @@ from ..registry import DATASETS
 from .augment import Flips, random_crop, to_tensor
 from .degrade import degrade
 from .frames import clip_key, clip_name, open_frames
-from .io import MISSING_SHOWN, DataError, read_clip_list
+from .io import MISSING_SHOWN, DataError, MissingClipsError, read_clip_list
 from .lmdb_store import CorruptValueError, read_keys_file
 from .options import REQUIRED, check_choice, resolve_options
 
@@ -78,13 +78,15 @@ def _drop_missing(names: list[str], sources: list, frames: range, policy: str, d
     roots = " and ".join(str(src.root) for src in sources)
     shown = ", ".join(missing[:MISSING_SHOWN]) + (", ..." if len(missing) > MISSING_SHOWN else "")
     message = f"{dataset}: {len(missing)} of {len(names)} listed clips are missing under {roots} ({shown})"
-    if policy == "error":
-        raise DataError(f"{message}: fix the data or the list, or set missing: skip to use the others")
-    logger.warning("%s; skipping them", message)
     present = set(names) - set(missing)
     kept = [n for n in names if n in present]
+    if policy == "error":
+        raise MissingClipsError(
+            f"{message}: fix the data or the list, or set missing: skip to use the others", missing, len(kept)
+        )
+    logger.warning("%s; skipping them", message)
     if not kept:
-        raise DataError(f"{message}: no clip left")
+        raise MissingClipsError(f"{message}: no clip left", missing, 0)
     return kept
 
 

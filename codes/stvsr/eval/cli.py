@@ -17,10 +17,12 @@ from typing import Any
 
 import torch
 
+from stvsr.atomic import atomic_write
+from stvsr.device import default_device
 from stvsr.registry import did_you_mean
 
 from .evaluator import EvalError, EvaluationStopped, check_clips, check_frames_decode, evaluate_clips
-from .protocol import Protocol, atomic_write_text
+from .protocol import Protocol
 
 logger = logging.getLogger("stvsr.test")
 
@@ -236,7 +238,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         "results_root": Path(paths.get("results_root") or "experiments/results"),
         "protocol": Protocol.from_dict(protocol),
         "save_images": save,
-        "device": args.device or opt.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "device": args.device or opt.get("device") or default_device(),
         "progress": not args.no_progress,
     }
 
@@ -372,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(report)
     csv_path = results.write_csv(out_dir / f"{stem}.csv")
-    atomic_write_text(out_dir / f"{stem}.txt", report + "\n")
+    atomic_write(out_dir / f"{stem}.txt", report + "\n")
     print(f"per-frame CSV: {csv_path} ({time.time() - start:.1f} s)")
     if stopped is not None:
         print(f"test.py: error: {stopped}", file=sys.stderr)

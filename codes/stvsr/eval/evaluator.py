@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stvsr.errors import StvsrError
+
 from .metrics import calculate_psnr, calculate_ssim, quantize
 from .protocol import Protocol, Results, plan_windows, run_padded, self_ensemble
 from .tiling import tiled_forward
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-class EvalError(RuntimeError):
+class EvalError(StvsrError, RuntimeError):
     """A user-fixable problem with the test data or settings; the message says what and where."""
 
 

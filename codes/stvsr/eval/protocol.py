@@ -20,8 +20,6 @@ import csv
 import dataclasses
 import io
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +28,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from stvsr.atomic import atomic_write
 from stvsr.registry import did_you_mean
+
+from .tiling import DEFAULT_OVERLAP
 
 __all__ = [
     "METRICS",
     "Protocol",
     "Results",
     "Window",
-    "atomic_write_text",
     "crop_output",
     "pad_frames",
     "plan_windows",
@@ -76,7 +76,7 @@ class Protocol:
     scale: int = 4
     lr_source: str = ""
     tile: int | None = None
-    tile_overlap: int = 16
+    tile_overlap: int = DEFAULT_OVERLAP
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> None:
@@ -349,7 +349,7 @@ class Results:
         return buf.getvalue()
 
     def write_csv(self, path: str | Path) -> Path:
-        return atomic_write_text(path, self.csv_text())
+        return atomic_write(path, self.csv_text())
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -363,18 +363,3 @@ def _fmt(v: float) -> str:
 
 def _row(m: Mapping[str, float]) -> str:
     return f"{m['psnr_y']:>9.4f} {m['ssim_y']:>8.4f} {m['psnr_rgb']:>9.4f} {m['ssim_rgb']:>9.4f}"
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -19,10 +19,13 @@ from typing import Any
 
 import torch
 
+from stvsr.atomic import atomic_write
+from stvsr.device import default_device
+
 from .cli import EvalError, build_model, choose_network, load_yaml, model_help
 from .evaluator import score_frame
 from .metrics import quantize
-from .protocol import Protocol, Results, atomic_write_text, run_padded, self_ensemble
+from .protocol import Protocol, Results, run_padded, self_ensemble
 from .tiling import tiled_forward
 
 logger = logging.getLogger("stvsr.test_vimeo")
@@ -100,14 +103,14 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         "strict": bool(paths.get("strict_load", True)),
         "results_root": Path(args.results_root or paths.get("results_root") or "experiments/results"),
         "protocol": Protocol.from_dict(protocol),
-        "device": args.device or opt.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "device": args.device or opt.get("device") or default_device(),
         "progress": not args.no_progress,
     }
 
 
 def build_split(settings: dict[str, Any], split: str) -> tuple[Any, int]:
     """The VimeoTest dataset of a split and the number of listed clips missing on disk."""
-    from stvsr.data.io import DataError, read_clip_list
+    from stvsr.data.io import DataError, MissingClipsError, read_clip_list
     from stvsr.data.vimeo import VimeoTest
 
     data, protocol = settings["data"], settings["protocol"]
@@ -126,8 +129,8 @@ def build_split(settings: dict[str, Any], split: str) -> tuple[Any, int]:
     try:
         dataset = VimeoTest(options)
     except DataError as exc:
-        if "no clip left" in str(exc):
-            return None, listed
+        if isinstance(exc, MissingClipsError) and exc.left == 0 and options["missing"] == "skip":
+            return None, listed  # none of the split's clips is on disk: reported as a missing split
         raise EvalError(f"split '{split}': {exc}") from None
     return dataset, listed - len(dataset)
 
@@ -224,6 +227,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = [f"model: {label}", f"protocol: {protocol.describe(getattr(model, 'size_divisor', 1))}"]
     report = "\n".join([*header, "", table(rows, protocol)])
     print(report)
-    atomic_write_text(out_dir / f"{settings['name']}_table.txt", report + "\n\n" + "\n\n".join(parts) + "\n")
+    atomic_write(out_dir / f"{settings['name']}_table.txt", report + "\n\n" + "\n\n".join(parts) + "\n")
     print(f"results: {out_dir} ({time.time() - start:.1f} s)")
     return 0

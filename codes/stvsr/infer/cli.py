@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
+from stvsr.device import default_device
 from stvsr.eval.cli import TOP_KEYS, EvalError, _unknown, build_model, choose_network, load_yaml, model_help
+from stvsr.eval.tiling import DEFAULT_OVERLAP
 
 from .engine import DEFAULT_WINDOW, PRECISIONS, infer_video
 from .media import InferError, open_source
@@ -35,7 +37,7 @@ INFER_DEFAULTS: dict[str, Any] = {
     "time_factor": 2,
     "keep_frame_rate": False,
     "tile": None,
-    "tile_overlap": 16,
+    "tile_overlap": DEFAULT_OVERLAP,
     "precision": "fp32",
     "fps": None,
     "codec": None,
@@ -110,11 +112,11 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         network=network,
         checkpoint=paths.get("pretrain_model_G"),
         strict=bool(paths.get("strict_load", True)),
-        device=args.device or opt.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"),
+        device=args.device or opt.get("device") or default_device(),
         progress=not args.no_progress,
     )
     if settings["device"] == "auto":
-        settings["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        settings["device"] = default_device()
     return settings
 
 

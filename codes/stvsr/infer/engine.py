@@ -28,6 +28,7 @@ from torch import nn
 from stvsr.eval.evaluator import window_runner
 from stvsr.eval.metrics import quantize
 from stvsr.eval.protocol import Protocol
+from stvsr.eval.tiling import DEFAULT_OVERLAP
 
 from .media import FolderSink, InferError, MediaInfo, VideoSink, check_writable, is_video_path, open_source
 
@@ -75,7 +76,7 @@ class WindowRunner:
         model: nn.Module,
         time_factor: int = 2,
         tile: int | None = None,
-        tile_overlap: int = 16,
+        tile_overlap: int = DEFAULT_OVERLAP,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         pad_mode: str = "zero",
@@ -195,7 +196,7 @@ def infer_video(
     time_factor: int = 2,
     keep_frame_rate: bool = False,
     tile: int | None = None,
-    tile_overlap: int = 16,
+    tile_overlap: int = DEFAULT_OVERLAP,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     fps: float | Fraction | None = None,

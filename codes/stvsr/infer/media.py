@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from stvsr.atomic import commit, discard, temporary_sibling
+from stvsr.errors import StvsrError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -48,7 +51,7 @@ LIMITED = 1  # AVCOL_RANGE_MPEG ("tv")
 SWS_COLORSPACE = {1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
 
 
-class InferError(RuntimeError):
+class InferError(StvsrError, RuntimeError):
     """A user-fixable problem (input, output, model, options); the message says what and what to do."""
 
 
@@ -311,13 +314,14 @@ class VideoSink:
         av = _av()
         self.path = Path(path)
         self.info = info
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
         codec = codec or default_codec(self.path)
         if codec not in av.codecs_available:
             raise InferError(f"--codec {codec}: not available in this PyAV/FFmpeg build")
+        self.tmp = temporary_sibling(self.path)
         try:
             self.container = av.open(str(self.tmp), "w")
         except (av.FFmpegError, OSError, ValueError) as exc:
+            discard(self.tmp)
             raise InferError(f"output {self.path}: cannot be opened for writing ({exc})") from None
         if codec not in self.container.supported_codecs:
             self.abort()
@@ -385,11 +389,11 @@ class VideoSink:
     def close(self) -> None:
         self._mux(self.stream.encode, None)
         self.container.close()
-        os.replace(self.tmp, self.path)
+        commit(self.tmp, self.path)
 
     def abort(self) -> None:
         try:
             self.container.close()
         except Exception as exc:  # noqa: BLE001 - cleaning up after another error, which is the one reported
             logger.debug("closing the partial output %s: %s", self.tmp, exc)
-        self.tmp.unlink(missing_ok=True)
+        discard(self.tmp)

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stvsr.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
 # torchvision's VGG19 configuration "E": channels of the 3x3 convs, "M" = 2x2 max-pool
 VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HOW_TO_GET = (
     "Weights cannot be downloaded at run time here: on a machine with internet access download torchvision's "
     "ImageNet VGG19 (https://download.pytorch.org/models/vgg19-dcbb9e9d.pth), copy it to this machine and set "

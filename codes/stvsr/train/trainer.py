@@ -49,6 +49,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from stvsr import options as options_mod
+from stvsr.atomic import atomic_path
+from stvsr.device import default_device
+from stvsr.errors import StvsrError
 from stvsr.ops import check_offsets
 
 from .distributed import DistInfo, barrier, gather_objects, init_distributed, shutdown, sum_over_ranks
@@ -111,11 +114,11 @@ def time_argument(model: torch.nn.Module, time: torch.Tensor) -> torch.Tensor:
     return time
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(StvsrError, RuntimeError):
     """The run stopped on purpose (e.g. too many non-finite losses in a row); the message says why."""
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(StvsrError):
     """SIGINT / SIGTERM: the current step was finished and a checkpoint written; ``exit_code`` is 128 + signal."""
 
     def __init__(self, signum: int, message: str) -> None:
@@ -251,7 +254,7 @@ def _build_feature_loss(tr: dict[str, Any]) -> Weighted | None:
 
 def _resolve_device(name: str, dist_info: DistInfo) -> torch.device:
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = default_device()
     device = torch.device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", dist_info.local_rank)
@@ -485,9 +488,8 @@ class Trainer:
         if not self.dist.is_main:
             return None
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.checkpoint_state(rng_ranks), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(self.checkpoint_state(rng_ranks), tmp)
         keep = self.opt["logger"]["keep_checkpoints"]
         found = sorted((int(m.group(1)), p) for p in self.models_dir.iterdir() if (m := CKPT_RE.match(p.name)))
         for _, old in found[: max(len(found) - keep, 0)] if keep > 0 else []:
