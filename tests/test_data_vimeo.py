@@ -146,7 +146,7 @@ def test_bad_options_are_named(tree: dict, extra: dict, message: str) -> None:
 def test_missing_data_root_and_required_option(tree: dict, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"dataroot_GT .*nowhere does not exist"):
         Vimeo7(options(tmp_path / "nowhere", tree["lr"]))
-    with pytest.raises(DataError, match="missing required option.*dataroot_LQ"):
+    with pytest.raises(DataError, match="Vimeo7.dataroot_LQ: required option is missing"):
         Vimeo7({"dataroot_GT": str(tree["gt"])})
 
 

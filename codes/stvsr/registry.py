@@ -12,7 +12,8 @@ T = TypeVar("T")
 def did_you_mean(name: object, candidates: Iterable[str]) -> str:
     """`` Did you mean 'x'?`` for the candidate closest to ``name`` (case-insensitive second try), or ''."""
     candidates = list(candidates)
-    close = difflib.get_close_matches(str(name), candidates, n=1, cutoff=0.5)
+    same = [c for c in candidates if c.lower() == str(name).lower()]  # 'dataroot_gt' -> 'dataroot_GT'
+    close = same or difflib.get_close_matches(str(name), candidates, n=1, cutoff=0.5)
     if not close:  # 'Front_RBs' -> 'front_RBs'
         lowered = {c.lower(): c for c in candidates}
         close = [lowered[m] for m in difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.5)]

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from ..registry import DATASETS
 from .augment import Flips, random_crop, to_tensor
 from .io import DataError, list_clips, read_clip_list, require_dir
-from .options import REQUIRED, check_choice, resolve_options
+from .options import NONE, PATH, Key, resolve_options
 from .video_folder import Clip, _build_clip
 
 
@@ -48,34 +48,28 @@ class Adobe240(Dataset):
 
     NAME = "Adobe240"
     provides_time = True
-    SCHEMA: ClassVar[dict[str, Any]] = {
-        "mode": None,
-        "phase": "train",
-        "dataroot_GT": REQUIRED,
-        "dataroot_LQ": None,
-        "degradation": "BI",
-        "scale": None,
-        "clips": None,
-        "list_file": None,
-        "N_frames": 7,
-        "window_stride": None,
-        "random_reverse": True,
-        "GT_size": 128,
-        "LQ_size": 32,
-        "use_flip": True,
-        "use_rot": True,
-        "use_time": True,  # the official config's flag: this dataset always gives time stamps
-        "color": "RGB",
-        "data_type": "img",
+    OPTIONS: ClassVar[dict[str, Key]] = {
+        "phase": Key(str, "train", choices=("train", "val", "test")),
+        "dataroot_GT": Key(str, required=True, path=True, help="one folder of consecutive frames per clip"),
+        "dataroot_LQ": PATH,
+        "degradation": Key(str, "BI", choices=("BI", "BD"), casefold=True, help="LR made from GT (no dataroot_LQ)"),
+        "scale": Key((int, NONE)),
+        "clips": Key((list, NONE)),
+        "list_file": PATH,
+        "N_frames": Key(int, 7),
+        "window_stride": Key((int, NONE)),
+        "random_reverse": Key(bool, True),
+        "GT_size": Key(int, 128),
+        "LQ_size": Key(int, 32),
+        "use_flip": Key(bool, True),
+        "use_rot": Key(bool, True),
+        "use_time": Key(bool, True, choices=(True,), help="the official flag: this dataset always gives time stamps"),
+        "color": Key(str, "RGB", choices=("RGB",)),
+        "data_type": Key(str, "img", choices=("img",)),
     }
 
     def __init__(self, opt: Mapping[str, Any]) -> None:
-        o = resolve_options(opt, self.SCHEMA, self.NAME)
-        check_choice(o["phase"], ("train", "val", "test"), "phase", self.NAME)
-        check_choice(str(o["degradation"]).upper(), ("BI", "BD"), "degradation", self.NAME)
-        check_choice(o["color"], ("RGB",), "color", self.NAME)
-        check_choice(o["data_type"], ("img",), "data_type", self.NAME)
-        check_choice(o["use_time"], (True,), "use_time", self.NAME)
+        o = resolve_options(opt, type(self), self.NAME)
         self.opt = o
         self.train = o["phase"] == "train"
         self.n_frames = int(o["N_frames"])

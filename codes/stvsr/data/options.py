@@ -1,7 +1,10 @@
-"""Validation of dataset options (the ``datasets.<phase>`` blocks of the Zooming Slow-Mo YAML schema).
+"""Dataset options: the ``datasets.<phase>`` blocks of the YAML schema.
 
-Each dataset declares its keys with defaults; an unknown key is an error naming the closest valid key,
-a missing required key is an error, and nothing silently turns into None.
+Each registered dataset class declares its keys in ``OPTIONS`` (a :mod:`stvsr.schema` schema); every block may
+also hold :data:`LOADER_OPTIONS` (they configure the DataLoader or name the set, not the dataset) and ``mode``
+(the registered name). :func:`dataset_schema` is the whole schema of a class: the training options check every
+block with it before anything is built, and the dataset checks its own options with it again when it is
+constructed directly (:func:`resolve_options`), so both report the same problems the same way.
 """
 
 from __future__ import annotations
@@ -9,32 +12,41 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stvsr.registry import did_you_mean
+from stvsr.schema import Key, OptionsError, Schema, check
 
 from .io import DataError
 
-REQUIRED = object()  # marks a key without a default
+NONE = type(None)
+PATH = Key((str, NONE), path=True)  # an optional file or folder
 
-# Keys of the official schema that configure the DataLoader or the logger, not the dataset.
-LOADER_KEYS = {"name": None, "use_shuffle": True, "n_workers": 0, "batch_size": 1, "dist": False}
+LOADER_OPTIONS: dict[str, Key] = {
+    "name": Key((str, NONE), help="the set's name in logs and reports"),
+    "use_shuffle": Key(bool, True),
+    "n_workers": Key(int, 0, help="DataLoader worker processes"),
+    "batch_size": Key(int, 1, help="the total over all processes"),
+    "dist": Key(bool, False),
+}
 
 
-def resolve_options(opt: Mapping[str, Any], schema: Mapping[str, Any], dataset: str) -> dict[str, Any]:
-    """``opt`` merged over ``schema``'s defaults; DataError for unknown or missing keys."""
+class DatasetOptionsError(OptionsError, DataError):
+    """A problem with a dataset's options (an :class:`OptionsError` and a :class:`DataError`)."""
+
+
+def dataset_schema(cls: type) -> dict[str, Any]:
+    """Every key a ``datasets.<phase>`` block of dataset class ``cls`` may hold."""
+    return {"mode": Key(str, cls.__name__), **LOADER_OPTIONS, **cls.OPTIONS}
+
+
+def resolve_options(opt: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """``opt`` checked against :func:`dataset_schema` of ``cls``, defaults filled in; one
+    :class:`DatasetOptionsError` listing every problem otherwise."""
     if not isinstance(opt, Mapping):
-        raise DataError(f"{dataset} options must be a mapping (a YAML block), got {type(opt).__name__}")
-    known = {**LOADER_KEYS, **schema}
-    for key in opt:
-        if key not in known:
-            hint = did_you_mean(key, known)
-            raise DataError(f"{dataset}: unknown option '{key}'.{hint} Valid: {', '.join(sorted(known))}")
-    merged = {key: opt.get(key, default) for key, default in known.items()}
-    missing = [key for key, value in merged.items() if value is REQUIRED]
-    if missing:
-        raise DataError(f"{dataset}: missing required option(s) {', '.join(missing)}")
-    return merged
+        raise DatasetOptionsError(f"{where} options must be a mapping (a YAML block), got {type(opt).__name__}")
+    problems: list[str] = []
+    out = check(opt, dataset_schema(cls), where, problems)
+    if problems:
+        raise DatasetOptionsError(problems=problems)
+    return out
 
 
-def check_choice(value: Any, choices: tuple, key: str, dataset: str) -> None:
-    if value not in choices:
-        raise DataError(f"{dataset}: option {key}={value!r} is not one of {', '.join(map(repr, choices))}")
+__all__ = ["LOADER_OPTIONS", "PATH", "DatasetOptionsError", "Schema", "dataset_schema", "resolve_options"]

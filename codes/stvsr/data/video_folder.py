@@ -30,7 +30,7 @@ from ..registry import DATASETS
 from .augment import to_tensor
 from .degrade import degrade, modcrop
 from .io import DataError, image_shape, list_clips, list_images, read_image, require_dir
-from .options import REQUIRED, check_choice, resolve_options
+from .options import NONE, PATH, Key, resolve_options
 
 
 def window_starts(length: int, size: int = 7, stride: int = 6) -> list[int]:
@@ -112,24 +112,21 @@ def _build_clip(name: str, gt_root: Path, lq_root: Path | None, scale: int, degr
 class VideoFolder(Dataset):
     """Test clips from folders; see the module docstring."""
 
-    SCHEMA: ClassVar[dict[str, Any]] = {
-        "mode": None,
-        "phase": "test",
-        "dataroot_GT": REQUIRED,
-        "dataroot_LQ": None,
-        "degradation": "BI",
-        "scale": 4,
-        "clips": None,
-        "window": None,
-        "window_stride": None,
-        "color": "RGB",
-        "data_type": "img",
+    OPTIONS: ClassVar[dict[str, Key]] = {
+        "phase": Key(str, "test"),
+        "dataroot_GT": Key(str, required=True, path=True, help="a folder of clip folders (or of frames)"),
+        "dataroot_LQ": PATH,
+        "degradation": Key(str, "BI", choices=("BI", "BD"), casefold=True, help="LR made from GT (no dataroot_LQ)"),
+        "scale": Key(int, 4),
+        "clips": Key((list, NONE), help="clip folders to use; default: all"),
+        "window": Key((int, NONE), help="frames per item; default: whole clips"),
+        "window_stride": Key((int, NONE)),
+        "color": Key(str, "RGB"),
+        "data_type": Key(str, "img", choices=("img",)),
     }
 
     def __init__(self, opt: Mapping[str, Any]) -> None:
-        o = resolve_options(opt, self.SCHEMA, "VideoFolder")
-        check_choice(str(o["degradation"]).upper(), ("BI", "BD"), "degradation", "VideoFolder")
-        check_choice(o["data_type"], ("img",), "data_type", "VideoFolder")
+        o = resolve_options(opt, type(self), "VideoFolder")
         self.opt = o
         self.scale = int(o["scale"])
         gt_root = require_dir(o["dataroot_GT"], "dataroot_GT")

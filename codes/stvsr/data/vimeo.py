@@ -42,7 +42,7 @@ from .degrade import degrade
 from .frames import clip_key, clip_name, open_frames
 from .io import MISSING_SHOWN, DataError, MissingClipsError, read_clip_list
 from .lmdb_store import CorruptValueError, read_keys_file
-from .options import REQUIRED, check_choice, resolve_options
+from .options import NONE, PATH, Key, resolve_options
 
 logger = logging.getLogger(__name__)
 
@@ -112,20 +112,19 @@ def _check_shapes(key: str, scale: int, lqs: list[np.ndarray], gts: list[np.ndar
         )
 
 
-COMMON_SCHEMA: dict[str, Any] = {
-    "mode": None,
-    "dataroot_GT": REQUIRED,
-    "dataroot_LQ": None,
-    "data_type": None,
-    "cache_keys": None,
-    "list_file": None,
-    "scale": None,
-    "N_frames": 7,
-    "LQ_index_list": None,
-    "frames_per_clip": 7,
-    "color": "RGB",
-    "missing": "error",
-    "checksum": "error",
+VIMEO_OPTIONS: dict[str, Key] = {
+    "dataroot_GT": Key(str, required=True, path=True, help="the GT LMDB or sequences/ folder"),
+    "dataroot_LQ": PATH,
+    "data_type": Key((str, NONE), help="lmdb | img; detected when left out"),
+    "cache_keys": Key((str, NONE), path="list", help="clip list (.txt or .pkl): a path, or a name in dataroot_GT"),
+    "list_file": Key((str, NONE), path="list", help="clip list: a path, or a file name inside dataroot_GT"),
+    "scale": Key((int, NONE)),
+    "N_frames": Key(int, 7, help="GT frames per sample (odd)"),
+    "LQ_index_list": Key((list, NONE), help="GT positions of the LR inputs; default 0, 2, 4, ..."),
+    "frames_per_clip": Key(int, 7),
+    "color": Key(str, "RGB", choices=("RGB",)),
+    "missing": Key(str, "error", choices=("error", "skip"), help="listed clips not on disk"),
+    "checksum": Key(str, "error", choices=("error", "skip", "off"), help="LMDB values against meta_info.txt"),
 }
 
 
@@ -133,13 +132,10 @@ class _VimeoBase(Dataset):
     """Options, frame sources and clip list shared by the two Vimeo datasets."""
 
     NAME = "Vimeo"
-    SCHEMA: ClassVar[dict[str, Any]] = {}
+    OPTIONS: ClassVar[dict[str, Key]] = VIMEO_OPTIONS
 
     def __init__(self, opt: Mapping[str, Any]) -> None:
-        o = resolve_options(opt, {**COMMON_SCHEMA, **self.SCHEMA}, self.NAME)
-        check_choice(o["missing"], ("error", "skip"), "missing", self.NAME)
-        check_choice(o["color"], ("RGB",), "color", self.NAME)
-        check_choice(o["checksum"], ("error", "skip", "off"), "checksum", self.NAME)
+        o = resolve_options(opt, type(self), self.NAME)
         self.opt = o
         self.n_frames = int(o["N_frames"])
         self.lq_index = _lq_index_list(o["LQ_index_list"], self.n_frames, self.NAME)
@@ -179,22 +175,22 @@ class Vimeo7(_VimeoBase):
     """Vimeo-90K septuplets for training (LMDB or folder backend, the same samples from both)."""
 
     NAME = "Vimeo7"
-    SCHEMA: ClassVar[dict[str, Any]] = {
-        "phase": "train",
-        "dataroot_LQ": REQUIRED,
-        "interval_list": [1],
-        "random_reverse": True,
-        "border_mode": False,
-        "GT_size": 128,
-        "LQ_size": 32,
-        "use_flip": True,
-        "use_rot": True,
+    OPTIONS: ClassVar[dict[str, Key]] = {
+        **VIMEO_OPTIONS,
+        "phase": Key(str, "train", choices=("train", "val", "test")),
+        "dataroot_LQ": Key(str, required=True, path=True, help="the LR LMDB or sequences/ folder"),
+        "interval_list": Key(list, [1]),
+        "random_reverse": Key(bool, True),
+        "border_mode": Key(bool, False),
+        "GT_size": Key(int, 128),
+        "LQ_size": Key(int, 32),
+        "use_flip": Key(bool, True),
+        "use_rot": Key(bool, True),
     }
 
     def __init__(self, opt: Mapping[str, Any]) -> None:
         super().__init__(opt)
         o = self.opt
-        check_choice(o["phase"], ("train", "val", "test"), "phase", self.NAME)
         if o["border_mode"]:
             raise DataError("Vimeo7: border_mode: true is not supported (the official configs use false)")
         self.train = o["phase"] == "train"
@@ -269,11 +265,14 @@ class VimeoTest(_VimeoBase):
     """
 
     NAME = "VimeoTest"
-    SCHEMA: ClassVar[dict[str, Any]] = {"phase": "test", "degradation": "BI"}
+    OPTIONS: ClassVar[dict[str, Key]] = {
+        **VIMEO_OPTIONS,
+        "phase": Key(str, "test"),
+        "degradation": Key(str, "BI", choices=("BI", "BD"), casefold=True, help="LR made from GT (no dataroot_LQ)"),
+    }
 
     def __init__(self, opt: Mapping[str, Any]) -> None:
         super().__init__(opt)
-        check_choice(str(self.opt["degradation"]).upper(), ("BI", "BD"), "degradation", self.NAME)
         if self.opt["checksum"] == "skip":
             raise DataError("VimeoTest: checksum: skip is for training; an evaluation scores every listed clip")
         self.scale = int(self.opt["scale"] or 4)

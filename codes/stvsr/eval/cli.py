@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from stvsr import schema as schema_mod
 from stvsr.atomic import atomic_write
 from stvsr.device import default_device
-from stvsr.registry import did_you_mean
+from stvsr.schema import Blocks, Key, OptionsError, read_mapping
 
 from .evaluator import EvalError, EvaluationStopped, check_clips, check_frames_decode, evaluate_clips
 from .protocol import Protocol
@@ -44,16 +45,36 @@ OFFICIAL_NETWORKS: dict[str, dict[str, Any]] = {
     "TMNet": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False},
     "bicubic": {},
 }
-TOP_KEYS = ("name", "model", "scale", "device", "datasets", "network_G", "path", "protocol", "save_images")
-DATASET_KEYS = ("name", "mode", "dataroot_GT", "dataroot_LQ", "degradation", "clips")
-PATH_KEYS = ("pretrain_model_G", "strict_load", "results_root")
-
-
-def _unknown(section: str, options: Mapping[str, Any], valid: Sequence[str]) -> None:
-    for key in options:
-        if key not in valid:
-            hint = did_you_mean(key, valid)
-            raise EvalError(f"{section}{key}: unknown option.{hint} Valid: {', '.join(valid)}")
+NONE = type(None)
+OPT_STR = (str, NONE)
+# the model part of every evaluation / inference YAML (stvsr.schema; relative paths: the YAML's folder, then the
+# repository root)
+MODEL_SCHEMA: dict[str, Any] = {
+    "name": Key(OPT_STR, help="the run's name in reports"),
+    "model": Key(OPT_STR),
+    "scale": Key(int, 4),
+    "device": Key(OPT_STR, help="auto | cpu | cuda | cuda:N"),
+    "network_G": Key((dict, NONE), help="which_model_G and the architecture's keys"),
+    "path": {
+        "pretrain_model_G": Key(OPT_STR, path=True, help="the weights"),
+        "strict_load": Key(bool, True),
+        "results_root": Key(OPT_STR, path=True, help="reports go under <results_root>/<name>/"),
+    },
+    "protocol": Key((dict, NONE), help="stvsr.eval.protocol.Protocol fields"),
+}
+TEST_DATASET_SCHEMA: dict[str, Any] = {
+    "name": Key(OPT_STR),
+    "mode": Key(str, "VideoFolder", choices=("VideoFolder",)),
+    "dataroot_GT": Key(OPT_STR, path=True, help="a folder of clip folders"),
+    "dataroot_LQ": Key(OPT_STR, path=True, help="the LR clip folders; empty: LR made from GT"),
+    "degradation": Key(OPT_STR),
+    "clips": Key((list, NONE)),
+}
+TEST_SCHEMA: dict[str, Any] = {
+    **MODEL_SCHEMA,
+    "datasets": Blocks(TEST_DATASET_SCHEMA, help="exactly one test set, e.g. datasets.test"),
+    "save_images": Key(bool, False),
+}
 
 
 def is_training_options(opt: Mapping[str, Any]) -> bool:
@@ -87,34 +108,28 @@ def model_from_training_options(path: str | Path) -> dict[str, Any]:
     }
 
 
-def load_yaml(path: str, valid_keys: Sequence[str]) -> dict[str, Any]:
-    """A YAML options file as a dict; unknown top-level keys are errors naming the nearest valid one. A training
-    YAML or a saved experiments/<name>/options.yml gives its model (:func:`model_from_training_options`)."""
-    from stvsr.options import OptionsError, read_mapping
-
+def load_yaml(path: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A YAML options file checked against ``schema`` (:func:`stvsr.schema.load_yaml`: every problem with its
+    key path, relative paths by the one rule). A training YAML or a saved experiments/<name>/options.yml gives
+    its model (:func:`model_from_training_options`)."""
     file = Path(path)
     if not file.is_file():
         raise EvalError(f"-opt {path}: no such file")
     try:
-        opt = read_mapping(file)
+        if is_training_options(read_mapping(file)):
+            return model_from_training_options(file)
+        return schema_mod.load_yaml(file, schema)
     except OptionsError as exc:
         raise EvalError(f"-opt {exc}") from None
-    if is_training_options(opt):
-        return model_from_training_options(file)
-    _unknown(f"{path}: ", opt, valid_keys)
-    return opt
 
 
 def load_options(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
-    opt = load_yaml(path, TOP_KEYS)
-    datasets = opt.get("datasets") or {}
-    if "datasets" in opt and len(datasets) != 1:
+    opt = load_yaml(path, TEST_SCHEMA)
+    datasets = opt.get("datasets")
+    if datasets is not None and len(datasets) != 1:
         raise EvalError(f"{path}: datasets must hold exactly one test set (e.g. datasets.test), got {list(datasets)}")
-    if datasets:  # none in the options made from a training YAML: the test data come from the flags
-        _unknown(f"{path}: datasets.{next(iter(datasets))}.", next(iter(datasets.values())) or {}, DATASET_KEYS)
-    _unknown(f"{path}: path.", opt.get("path") or {}, PATH_KEYS)
     return opt
 
 

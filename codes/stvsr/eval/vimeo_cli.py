@@ -21,8 +21,9 @@ import torch
 
 from stvsr.atomic import atomic_write
 from stvsr.device import default_device
+from stvsr.schema import Key, OptionsError, repo_root, resolve_path
 
-from .cli import EvalError, build_model, choose_network, load_yaml, model_help
+from .cli import MODEL_SCHEMA, NONE, OPT_STR, EvalError, build_model, choose_network, load_yaml, model_help
 from .evaluator import score_frame
 from .metrics import quantize
 from .protocol import Protocol, Results, run_padded, self_ensemble
@@ -32,8 +33,18 @@ logger = logging.getLogger("stvsr.test_vimeo")
 
 SPLITS = ("slow", "medium", "fast")  # the order of the papers' tables is Fast, Medium, Slow: see TABLE_ORDER
 TABLE_ORDER = ("fast", "medium", "slow")
-TOP_KEYS = ("name", "scale", "device", "datasets", "network_G", "path", "protocol")
-DATASET_KEYS = ("dataroot_GT", "dataroot_LQ", "list_dir", "lists", "degradation", "missing", "splits")
+VIMEO_SCHEMA: dict[str, Any] = {
+    **{k: v for k, v in MODEL_SCHEMA.items() if k != "model"},
+    "datasets": {
+        "dataroot_GT": Key(OPT_STR, path=True, help="the Vimeo septuplet 'sequences' folder"),
+        "dataroot_LQ": Key(OPT_STR, path=True, help="the LR 'sequences' folder; empty: LR made from GT"),
+        "list_dir": Key(OPT_STR, path=True, help="folder of sep_{slow,medium,fast}_testset.txt"),
+        "lists": Key((dict, NONE), help="split -> list file (relative: by the same rule)"),
+        "degradation": Key(OPT_STR, choices=(None, "BI", "BD"), casefold=True),
+        "missing": Key(OPT_STR, choices=(None, "skip", "error")),
+        "splits": Key((list, NONE)),
+    },
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,11 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
-    opt = load_yaml(args.opt, TOP_KEYS) if args.opt else {}
-    data = dict(opt.get("datasets") or {})
-    for key in data:
-        if key not in DATASET_KEYS:
-            raise EvalError(f"datasets.{key}: unknown option. Valid: {', '.join(DATASET_KEYS)}")
+    opt = load_yaml(args.opt, VIMEO_SCHEMA) if args.opt else {}
+    data = {k: v for k, v in (opt.get("datasets") or {}).items() if v is not None}
+    if data.get("lists"):
+        base = Path(args.opt).resolve().parent
+        try:
+            data["lists"] = {
+                s: resolve_path(f, base, repo_root(), f"datasets.lists.{s}") for s, f in data["lists"].items()
+            }
+        except OptionsError as exc:
+            raise EvalError(f"-opt {exc.within(f'{args.opt}: ')}") from None
     for key in ("dataroot_GT", "dataroot_LQ", "degradation", "list_dir", "splits", "missing"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)

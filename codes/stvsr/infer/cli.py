@@ -21,32 +21,34 @@ from typing import Any
 import torch
 
 from stvsr.device import default_device
-from stvsr.eval.cli import TOP_KEYS, EvalError, _unknown, build_model, choose_network, load_yaml, model_help
+from stvsr.eval.cli import NONE, OPT_STR, TEST_SCHEMA, EvalError, build_model, choose_network, load_yaml, model_help
 from stvsr.eval.tiling import DEFAULT_OVERLAP
+from stvsr.schema import Key
 
 from .engine import DEFAULT_WINDOW, PRECISIONS, infer_video
 from .media import InferError, open_source
 
 logger = logging.getLogger("stvsr.infer")
 
-# keys of the ``infer:`` section of an -opt YAML, with their defaults (the flags of the same names)
-INFER_DEFAULTS: dict[str, Any] = {
-    "input": None,
-    "output": None,
-    "window": DEFAULT_WINDOW,
-    "time_factor": 2,
-    "keep_frame_rate": False,
-    "tile": None,
-    "tile_overlap": DEFAULT_OVERLAP,
-    "precision": "fp32",
-    "fps": None,
-    "codec": None,
-    "crf": 18,
-    "pix_fmt": "yuv420p",
-    "audio": True,
-    "overwrite": False,
+# the ``infer:`` section of an -opt YAML: the flags of the same names, with their defaults
+INFER_OPTIONS: dict[str, Key] = {
+    "input": Key(OPT_STR, path=True, help="a video file or a folder of frames"),
+    "output": Key(OPT_STR, path=True, help="a video file or a folder for PNG frames"),
+    "window": Key(int, DEFAULT_WINDOW, help="LR frames per model call"),
+    "time_factor": Key(int, 2),
+    "keep_frame_rate": Key(bool, False),
+    "tile": Key((int, NONE)),
+    "tile_overlap": Key(int, DEFAULT_OVERLAP),
+    "precision": Key(str, "fp32", choices=PRECISIONS),
+    "fps": Key((float, NONE)),
+    "codec": Key(OPT_STR),
+    "crf": Key((int, NONE), 18),
+    "pix_fmt": Key(str, "yuv420p"),
+    "audio": Key(bool, True),
+    "overwrite": Key(bool, False),
 }
-YAML_KEYS = (*TOP_KEYS, "infer")
+INFER_DEFAULTS: dict[str, Any] = {key: spec.default for key, spec in INFER_OPTIONS.items()}
+INFER_SCHEMA: dict[str, Any] = {**TEST_SCHEMA, "infer": INFER_OPTIONS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,9 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Merge the YAML (if any) and the flags into one settings dict."""
-    opt = load_yaml(args.opt, YAML_KEYS) if args.opt else {}
+    opt = load_yaml(args.opt, INFER_SCHEMA) if args.opt else {}
     infer = dict(opt.get("infer") or {})
-    _unknown(f"{args.opt}: infer.", infer, list(INFER_DEFAULTS))
     paths = dict(opt.get("path") or {})
     network = choose_network(
         dict(opt.get("network_G") or {}), paths, opt, args.model, args.checkpoint or paths.get("pretrain_model_G")
