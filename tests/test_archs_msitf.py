@@ -505,12 +505,7 @@ def test_train_configs_validate_and_carry_the_recipe(name: str):
     assert tr["lr_scheme"] == "CosineAnnealingLR_Restart" and tr["T_period"] == [150000] * 4
     assert tr["restarts"] == [150000, 300000, 450000] and tr["restart_weights"] == [1, 1, 1]
     assert tr["eta_min"] == 1e-7 and tr["warmup_iter"] == -1 and tr["scheduler_order"] == "before"
-    assert (tr["pixel_criterion"], tr["pixel_reduction"], tr["pixel_weight"], tr["manual_seed"]) == (
-        "cb",
-        "sum",
-        1.0,
-        0,
-    )
+    assert tr["losses"] == [{"type": "cb", "weight": 1.0, "eps": 1e-6, "reduction": "sum"}] and tr["manual_seed"] == 0
     assert (d["batch_size"], d["GT_size"], d["LQ_size"], d["N_frames"], d["n_workers"]) == (16, 128, 32, 7, 4)
     assert d["use_flip"] and d["use_rot"] and d["random_reverse"] and d["interval_list"] == [1]
 

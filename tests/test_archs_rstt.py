@@ -484,7 +484,7 @@ def test_official_recipe_configs(variant: str):
     assert d["use_flip"] and d["use_rot"] and d["random_reverse"] and d["interval_list"] == [1]
     assert (tr["optim"], tr["lr_G"], tr["beta1"], tr["beta2"], tr["weight_decay_G"]) == ("AdamW", 2e-4, 0.9, 0.99, 0)
     assert (tr["niter"], tr["warmup_iter"], tr["manual_seed"], tr["scheduler_order"]) == (2_000_000, -1, 0, "after")
-    assert (tr["pixel_criterion"], tr["pixel_reduction"]) == ("cb", "sum")
+    assert tr["losses"] == [{"type": "cb", "weight": 1.0, "eps": 1e-6, "reduction": "sum"}]
     # lr(e): 2e-4 -> 1e-7 over the first 400k, restart at 1e-4, then only down to about 5e-5 (quirk 2)
     sched = build_scheduler(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=tr["lr_G"]), tr)
     lr = {e: sched._lr(2e-4, e) for e in (0, 399_999, 400_000, 799_999, 800_000, 1_199_999, 2_000_000)}

@@ -361,9 +361,12 @@ def test_configs_validate():
 
     opt = options.load(REPO / "options" / "train" / "train_starnet_demo.yml")
     assert opt["network_G"]["which_model_G"] == "STARnet" and opt["datasets"]["train"]["N_frames"] == 3
-    assert not opt["train"]["feature_criterion"]
+    assert [entry["type"] for entry in opt["train"]["losses"]] == ["l1"]
     full = options.load(REPO / "options" / "train" / "train_starnet.yml")
     tr = full["train"]
     assert (tr["optim"], tr["lr_G"], tr["beta1"], tr["beta2"]) == ("Adamax", 1e-4, 0.9, 0.999)
-    assert (tr["feature_criterion"], tr["feature_weight"], tr["pixel_criterion"]) == ("vgg19", 0.1, "l1")
+    pixel, feature = tr["losses"]
+    assert (pixel["type"], pixel["weight"], pixel["reduction"]) == ("l1", 1.0, "mean")
+    assert (feature["type"], feature["weight"], feature["layer"]) == ("vgg19", 0.1, "relu5_4")
+    assert feature["weights_path"].endswith("experiments/pretrained_models/vgg19-dcbb9e9d.pth")
     assert {k: full["network_G"][k] for k in OFFICIAL} == OFFICIAL

@@ -42,11 +42,6 @@ def test_official_recipes(name, lr, batch, arch):
     assert tr["lr_scheme"] == "CosineAnnealingLR_Restart" and tr["T_period"] == [150000] * 4
     assert tr["restarts"] == [150000, 300000, 450000] and tr["restart_weights"] == [1, 1, 1]
     assert tr["eta_min"] == 1e-7 and tr["warmup_iter"] == -1 and tr["scheduler_order"] == "before"
-    assert (tr["pixel_criterion"], tr["pixel_reduction"], tr["pixel_weight"], tr["manual_seed"]) == (
-        "cb",
-        "sum",
-        1.0,
-        0,
-    )
+    assert tr["losses"] == [{"type": "cb", "weight": 1.0, "eps": 1e-6, "reduction": "sum"}] and tr["manual_seed"] == 0
     d = opt["datasets"]["train"]
     assert (d["GT_size"], d["LQ_size"], d["N_frames"], d["use_flip"], d["use_rot"]) == (128, 32, 7, True, True)

@@ -57,7 +57,7 @@ SCHEMA: dict[str, Any] = {
     "train": {
         "lr_G": Key(float, required=True),
         "lr_scheme": Key(str, "CosineAnnealingLR_Restart"),
-        "optim": Key(str, "Adam", choices=("Adam", "AdamW", "Adamax")),
+        "optim": Key(str, "Adam", help="a registered optimiser: Adam, AdamW, Adamax"),
         "beta1": Key(float, 0.9),
         "beta2": Key(float, 0.99),
         "weight_decay_G": Key(float, 0.0),
@@ -70,18 +70,13 @@ SCHEMA: dict[str, Any] = {
         "lr_steps": Key(OPT_LIST),
         "lr_gamma": Key(float, 0.5),
         "clear_state": Key(OPT_LIST),
-        "pixel_criterion": Key(str, "cb"),
-        "pixel_weight": Key(float, 1.0),
-        "pixel_reduction": Key(str, "sum"),
+        "losses": Key(OPT_LIST, help="weighted loss entries: [{type: cb, weight: 1}, {type: vgg, ...}]"),
         "grad_clip": Key(OPT_FLOAT),
         "val_freq": Key(OPT_INT),
         "manual_seed": Key(OPT_INT, 0),
         "ft_tsa_only": Key(int, 0),
         "max_bad_steps": Key(int, 5),
         "scheduler_order": Key(str, "before", choices=("before", "after")),
-        "feature_criterion": Key(OPT_STR, choices=(None, "vgg19"), help="vgg19: perceptual loss (STARnet)"),
-        "feature_weight": Key(float, 1.0),
-        "feature_weights_path": Key(OPT_STR, path=True),
         "ema_decay": Key(OPT_FLOAT, help="e.g. 0.999: keep an EMA of the weights, validate it"),
         "amp": Key(OPT_STR, choices=(None, "bf16", "fp16"), help="mixed precision (CUDA)"),
         "channels_last": Key(bool, False),
@@ -146,11 +141,6 @@ def _check_train(tr: dict[str, Any], problems: list[str]) -> None:
     """Rules between the keys of ``train`` (each key's own type and choices are checked by the schema)."""
     if isinstance(tr["niter"], int) and tr["niter"] < 1:
         problems.append("train.niter: must be >= 1")
-    if tr["feature_criterion"] and not tr["feature_weights_path"]:
-        problems.append(
-            "train.feature_weights_path: required by feature_criterion vgg19 (a local VGG19 weights file; "
-            "weights are not downloaded at run time)"
-        )
     if isinstance(tr["dcn_lr_mul"], float) and not tr["dcn_lr_mul"] > 0:
         problems.append(f"train.dcn_lr_mul: {tr['dcn_lr_mul']} must be > 0 (e.g. 0.1 for a 10x smaller step)")
     if isinstance(tr["ema_decay"], float) and not 0.0 < tr["ema_decay"] < 1.0:
@@ -162,9 +152,61 @@ def _check_train(tr: dict[str, Any], problems: list[str]) -> None:
         problems.append("train.T_period: required by lr_scheme CosineAnnealingLR_Restart")
     if tr["lr_scheme"] == "MultiStepLR_Restart" and tr["lr_steps"] is None:
         problems.append("train.lr_steps: required by lr_scheme MultiStepLR_Restart")
+    from stvsr.train.optimizers import OPTIMIZERS
+
+    try:
+        OPTIMIZERS.canonical(str(tr["optim"]))
+    except KeyError as exc:
+        problems.append(f"train.optim: {exc.args[0]}")
 
 
-def _resolve(opt: dict[str, Any], classes: dict[str, type], options_file: str | os.PathLike | None) -> None:
+def _losses(train: Any, problems: list[str]) -> Any:
+    """``train`` with its loss keys as one ``losses`` list: the flat keys of the official schema translated
+    (:func:`stvsr.train.losses.losses_from_flat_keys`), the default objective when neither is given."""
+    from stvsr.train.losses import DEFAULT_LOSSES, FLAT_KEYS, losses_from_flat_keys
+
+    if not isinstance(train, Mapping):
+        return train
+    train = dict(train)
+    flat = {key: train.pop(key) for key in FLAT_KEYS if key in train}
+    if flat and "losses" in train:
+        problems.append(f"train.losses: give either losses or the flat keys ({', '.join(flat)}), not both")
+    elif flat:
+        train["losses"] = losses_from_flat_keys(flat)
+    elif train.get("losses") is None:
+        train["losses"] = [dict(entry) for entry in DEFAULT_LOSSES]
+    return train
+
+
+def _check_losses(tr: dict[str, Any], problems: list[str]) -> list[type]:
+    """Each ``train.losses`` entry checked against its loss's schema (in place, defaults filled in); the classes."""
+    from stvsr.registry import LOSSES
+    from stvsr.train.losses import entry_schema
+
+    classes = []
+    entries = tr["losses"] if isinstance(tr["losses"], list) else []
+    if not entries:
+        problems.append("train.losses: expected a non-empty list of loss entries, e.g. [{type: cb, weight: 1}]")
+    for i, entry in enumerate(entries):
+        where = f"train.losses[{i}]"
+        if not isinstance(entry, Mapping) or "type" not in entry:
+            problems.append(f"{where}: expected a mapping with a type (one of {', '.join(LOSSES)}), got {entry!r}")
+            continue
+        try:
+            cls = LOSSES.get(str(entry["type"]))
+        except KeyError as exc:
+            problems.append(f"{where}.type: {exc.args[0]}")
+            continue
+        tr["losses"][i] = check(entry, entry_schema(cls), where, problems)
+        classes.append(cls)
+    if classes and all(cls.kind != "pixel" for cls in classes):
+        problems.append("train.losses: needs at least one pixel loss (cb, l1 or l2)")
+    return classes
+
+
+def _resolve(
+    opt: dict[str, Any], classes: dict[str, type], loss_classes: list[type], options_file: str | os.PathLike | None
+) -> None:
     """Every path made absolute by the one rule; the experiment's folders derived."""
     from stvsr.data.options import dataset_schema
 
@@ -176,6 +218,8 @@ def _resolve(opt: dict[str, Any], classes: dict[str, type], options_file: str | 
     for phase, cls in classes.items():
         resolve_paths(opt["datasets"][phase], dataset_schema(cls), base, root, f"datasets.{phase}")
     resolve_paths(opt["train"], SCHEMA["train"], base, root, "train")
+    for i, (entry, cls) in enumerate(zip(opt["train"]["losses"], loss_classes)):
+        resolve_paths(entry, cls.OPTIONS, base, root, f"train.losses[{i}]")
     if opt["path"]["resume_state"] == "auto":
         resolve_paths(opt["path"], {k: v for k, v in SCHEMA["path"].items() if k != "resume_state"}, base, root, "path")
     else:
@@ -193,15 +237,17 @@ def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = No
     """A validated, resolved options dict from the raw (YAML) mapping; one :class:`OptionsError` listing every
     problem otherwise. Reads nothing but the file system's answer to "does this path exist"; writes nothing."""
     problems: list[str] = []
+    if isinstance(raw, Mapping):
+        raw = {**raw, "train": _losses(raw.get("train") or {}, problems)}
     opt = check(raw, SCHEMA, "", problems)
     if isinstance(opt.get("network_G"), Mapping):
         _check_network(opt["network_G"], problems)
     classes = _check_datasets(opt["datasets"], problems) if isinstance(opt.get("datasets"), dict) else {}
-    if "train" in opt:
-        _check_train(opt["train"], problems)
+    _check_train(opt["train"], problems)
+    loss_classes = _check_losses(opt["train"], problems)
     if problems:
         raise OptionsError(problems=problems)
-    _resolve(opt, classes, options_file)
+    _resolve(opt, classes, loss_classes, options_file)
     return opt
 
 

@@ -1,4 +1,4 @@
-"""One small registry class; every model, dataset, loss and scheduler is found by name in one place."""
+"""One small registry class; every model, dataset, loss, optimiser and scheduler is found by name in one place."""
 
 from __future__ import annotations
 
@@ -83,4 +83,5 @@ class Registry:
 ARCHS = Registry("architecture")
 DATASETS = Registry("dataset")
 LOSSES = Registry("loss")
+OPTIMIZERS = Registry("optimizer")
 SCHEDULERS = Registry("scheduler")

@@ -19,19 +19,22 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from stvsr.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from stvsr.registry import LOSSES
+from stvsr.schema import Key
 
 # torchvision's VGG19 configuration "E": channels of the 3x3 convs, "M" = 2x2 max-pool
 VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 HOW_TO_GET = (
     "Weights cannot be downloaded at run time here: on a machine with internet access download torchvision's "
     "ImageNet VGG19 (https://download.pytorch.org/models/vgg19-dcbb9e9d.pth), copy it to this machine and set "
-    "train.feature_weights_path to it"
+    "weights_path of the vgg entry of train.losses (or train.feature_weights_path) to it"
 )
 
 
@@ -87,14 +90,21 @@ def _read_weights(path: str | os.PathLike | None) -> dict[str, torch.Tensor]:
     return state
 
 
+@LOSSES.register("vgg", aliases=("vgg19", "VGGFeatureLoss"))
 class VGGFeatureLoss(nn.Module):
     """MSE between VGG19 features (through ``layer``) of x and y, RGB [0, 1] inputs (see the module docstring).
 
     Args:
         weights_path: the local VGG19 weights file (required; one clear error when missing or unreadable).
         layer: the last layer used, by name (``relu5_4``, ``conv5_4``, ``relu4_4``, ...) or ``features`` index.
-        weight: a factor on the loss (1.0; the trainer applies ``train.feature_weight`` itself).
+        weight: a factor on the loss (1.0; a ``train.losses`` entry's ``weight`` is applied by the trainer).
     """
+
+    kind: ClassVar[str] = "feature"
+    OPTIONS: ClassVar[dict[str, Key]] = {
+        "weights_path": Key(str, required=True, path=True, help="a local VGG19 weights file (nothing is downloaded)"),
+        "layer": Key((str, int), "relu5_4", help="the last VGG19 layer used"),
+    }
 
     def __init__(self, weights_path: str | os.PathLike | None, layer: str | int = "relu5_4", weight: float = 1.0):
         super().__init__()

@@ -5,7 +5,8 @@ checkpoints (one atomic file per save) -> validation with PSNR-Y (``stvsr.eval.m
 
 - Scheduler stepped "before" the optimiser (Zooming Slow-Mo, STDAN): iteration ``i`` (1-based) uses ``lr(i)``;
   ``train.scheduler_order: after`` gives ``lr(i - 1)`` (RSTT).
-- Loss: ``pixel_weight * pixel_criterion(output, GT)`` (+ ``feature_weight * feature_criterion`` when set), or the
+- Loss: ``pixel(output, GT) + feature(output, GT)``, the weighted sums of the ``train.losses`` entries
+  (:func:`stvsr.train.losses.build_losses`; no feature term without feature entries), or the
   architecture's own ``training_loss(output, gt, pixel, feature)`` when it defines one (pair models that
   supervise more than the common output, e.g. SAFA's [0, t, 1] frames or STARnet's auxiliary outputs).
 - Loss guard: a non-finite loss skips the optimiser step with a warning; ``train.max_bad_steps`` in a row stop
@@ -55,7 +56,8 @@ from stvsr.errors import StvsrError
 from stvsr.ops import check_offsets
 
 from .distributed import DistInfo, barrier, gather_objects, init_distributed, shutdown, sum_over_ranks
-from .losses import build_loss
+from .losses import build_losses
+from .optimizers import build_optimizer
 from .sampling import EpochSampler, SeededSamples
 from .schedulers import build_scheduler
 
@@ -231,25 +233,6 @@ def _tensorboard(log_dir: Path, enabled: bool):
         logger.info("TensorBoard logging off: the 'tensorboard' package is not installed (pip install tensorboard)")
         return None
     return SummaryWriter(log_dir=str(log_dir / "tb_logger"))
-
-
-class Weighted(torch.nn.Module):
-    """``weight * loss(x, y)``: the callables handed to an architecture's ``training_loss``."""
-
-    def __init__(self, loss: torch.nn.Module, weight: float) -> None:
-        super().__init__()
-        self.loss, self.weight = loss, weight
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.weight * self.loss(x, y)
-
-
-def _build_feature_loss(tr: dict[str, Any]) -> Weighted | None:
-    if not tr["feature_criterion"]:
-        return None
-    from .perceptual import VGGFeatureLoss
-
-    return Weighted(VGGFeatureLoss(tr["feature_weights_path"]), tr["feature_weight"])
 
 
 def _resolve_device(name: str, dist_info: DistInfo) -> torch.device:
@@ -438,20 +421,20 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.ema = EMA(self.model, tr["ema_decay"]) if tr["ema_decay"] else None
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optim_cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "Adamax": torch.optim.Adamax}[tr["optim"]]
-        self.optimizer = optim_cls(
+        self.optimizer = build_optimizer(
+            tr["optim"],
             param_groups(self.model, params, tr["lr_G"], tr.get("dcn_lr_mul", 1.0)),
             lr=tr["lr_G"],
             weight_decay=tr["weight_decay_G"],
             betas=(tr["beta1"], tr["beta2"]),
         )
         self.scheduler = build_scheduler(self.optimizer, tr)
-        self.pixel_loss = Weighted(build_loss(tr["pixel_criterion"], tr["pixel_reduction"]), tr["pixel_weight"])
-        self.feature_loss = _build_feature_loss(tr)
+        self.pixel_loss, self.feature_loss = build_losses(tr["losses"])
+        self.pixel_loss.to(self.device)
         if self.feature_loss is not None:
             self.feature_loss.to(self.device)
         # DDP averages the processes' gradients; a summed loss times world_size gives the one-process gradient
-        self.loss_scale = float(self.dist.world_size) if tr["pixel_reduction"] == "sum" else 1.0
+        self.loss_scale = float(self.dist.world_size) if self.pixel_loss.sums else 1.0
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tr["amp"] or "")
         if self.amp_dtype is not None and self.device.type != "cuda":
             raise ValueError(
