@@ -1,7 +1,8 @@
-"""Peak memory (RSS) and time of one Vid4 window (or --size H W) (1x4x3x144x180 -> 1x7x3x576x720) through the evaluator's
-inference path, untiled and tiled, one subprocess per configuration (peak RSS is per process).
+"""Peak memory (RSS) and time of one Vid4 window (or --size H W) (1x4x3x144x180 -> 1x7x3x576x720) through the
+evaluator's inference path, untiled and tiled, one subprocess per configuration (peak RSS is per process).
 
-    python benchmarks/bench_eval_memory.py [--model zsm] [--tiles 0 64 48] [--overlap 16] [--threads 2] [--json out.json]
+    python benchmarks/bench_eval_memory.py [--model zsm] [--tiles 0 64 48] [--overlap 16] [--threads 2]
+                                           [--json out.json]
 
 Random weights with the official settings (memory and time do not depend on the values).
 """
@@ -70,7 +71,8 @@ def main() -> None:
     print(f"{'model':<6} {'tile':>5} {'overlap':>7} {'seconds':>8} {'peak RSS MiB':>12}  backend")
     for r in rows:
         print(
-            f"{r['model']:<6} {r['tile'] or '-':>5} {r['overlap']:>7} {r['seconds']:>8} {r['peak_rss_mib']:>12}  {r['backend']}"
+            f"{r['model']:<6} {r['tile'] or '-':>5} {r['overlap']:>7} {r['seconds']:>8} {r['peak_rss_mib']:>12}  "
+            f"{r['backend']}"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -101,7 +101,8 @@ def child(model: str, clip: str, tile: int, threads: int, rss_every: int = 0) ->
     print(json.dumps({
         "model": model, "tile": tile, "input_frames": report.input_frames, "output_frames": report.output_frames,
         "windows": report.windows, "seconds": round(report.seconds, 2),
-        "out_fps": round(report.output_frames / report.seconds, 3), "in_fps": round(report.input_frames / report.seconds, 3),
+        "out_fps": round(report.output_frames / report.seconds, 3),
+        "in_fps": round(report.input_frames / report.seconds, 3),
         "peak_rss_mib": round(peak / 1024), "rss_before_mib": round(base / 1024),
         "backend": resolve(torch.device("cpu")) if model != "bicubic" else "-",
     }))  # fmt: skip

@@ -231,7 +231,10 @@ def _pyr(module, l1):
 
 def _pcd_reference(pcd, fea1, fea2):
     """MSITF's single-branch PCD_Align (spec 6.3 step 3): deforms (fea1 + fea1) / 2 at every level."""
-    m = lambda name: getattr(pcd, f"{name}_1")
+
+    def m(name):
+        return getattr(pcd, f"{name}_1")
+
     o3 = _lrelu(m("L3_offset_conv2")(_lrelu(m("L3_offset_conv1")(torch.cat([fea1[2], fea2[2]], 1)))))
     f3 = _lrelu(m("L3_dcnpack")((fea1[2] + fea1[2]) / 2, o3))
     o2 = _lrelu(m("L2_offset_conv1")(torch.cat([fea1[1], fea2[1]], 1)))
@@ -263,8 +266,13 @@ def _swin_block_reference(blk, x, hw):
 
 def _swin_body_reference(body, x):
     b, _, h, w = x.shape
-    tokens = lambda f: f.flatten(2).transpose(1, 2)
-    image = lambda t: t.transpose(1, 2).reshape(b, -1, h, w)
+
+    def tokens(f):
+        return f.flatten(2).transpose(1, 2)
+
+    def image(t):
+        return t.transpose(1, 2).reshape(b, -1, h, w)
+
     y = body.conv_first(x)
     t = body.patch_embed.norm(tokens(body.patch_embed.proj(y)))
     for layer in body.layers:
@@ -368,7 +376,10 @@ def test_a_few_training_steps_lower_the_loss():
     x = torch.rand(2, 2, 3, 8, 8)
     gt = F.interpolate(x.transpose(1, 2), (3, 32, 32), mode="trilinear", align_corners=False).transpose(1, 2)
     gt = (gt + 0.1 * torch.rand_like(gt)).clamp(0, 1)
-    charbonnier = lambda: torch.sqrt((model(x) - gt) ** 2 + 1e-6).sum()
+
+    def charbonnier():
+        return torch.sqrt((model(x) - gt) ** 2 + 1e-6).sum()
+
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
     with torch.no_grad():
         before = charbonnier().item()

@@ -115,7 +115,10 @@ def _reference_attention(corr, q, k, v):
     rel = ks @ qv  # B, HW, 9, 1 (no 1/sqrt(C))
     top, ind = torch.topk(rel, 2, dim=2)
     a = torch.softmax(top, dim=2)  # B, HW, 2, 1
-    pick = lambda s: torch.stack([s[bi, pi, ind[bi, pi, :, 0]] for bi in range(b) for pi in range(h * w)])
+
+    def pick(s):
+        return torch.stack([s[bi, pi, ind[bi, pi, :, 0]] for bi in range(b) for pi in range(h * w)])
+
     k_top, v_top = pick(ks).view(b, h * w, 2, c), pick(vs).view(b, h * w, 2, c)
     k_hat = (k_top * a).sum(2)  # B, HW, C
     v_hat = (v_top * a).sum(2)
@@ -127,7 +130,10 @@ def _reference_stdfa(m, seq):
     b, t, c, h, w = seq.shape
     res = seq.reshape(b * t, c, h, w)
     e = m.conv_first(res).view(b, t, -1, h, w)
-    lin = lambda layer, z: layer(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def lin(layer, z):
+        return layer(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
     qs = [lin(m.qkv_maps.w_qs, e[:, j]) for j in range(t)]
     ks = [lin(m.qkv_maps.w_ks, e[:, j]) for j in range(t)]
     vs = [lin(m.qkv_maps.w_vs, e[:, j]) for j in range(t)]

@@ -79,7 +79,9 @@ def _pcd_reference(pcd, fea1, fea2, t=None, t_back=None):
     conv of each level (branch 1: TMB_A with t, branch 2: TMB_B with t_back)."""
     out = []
     for s, (a, b), tt, tag in ((1, (fea1, fea2), t, "A"), (2, (fea2, fea1), t_back, "B")):
-        m = lambda n, s=s: getattr(pcd, f"{n}_{s}")
+
+        def m(n, s=s):
+            return getattr(pcd, f"{n}_{s}")
 
         def last(conv, o, level, tt=tt, tag=tag):
             y = _lrelu(conv(o))

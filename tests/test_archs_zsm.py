@@ -100,7 +100,10 @@ def _pcd_reference(pcd, fea1, fea2):
     """PCD_Align written from the spec (section 2.3), branch by branch, out of place."""
     out = []
     for s, (a, b) in ((1, (fea1, fea2)), (2, (fea2, fea1))):
-        m = lambda n, s=s: getattr(pcd, f"{n}_{s}")
+
+        def m(n, s=s):
+            return getattr(pcd, f"{n}_{s}")
+
         o3 = _lrelu(m("L3_offset_conv2")(_lrelu(m("L3_offset_conv1")(torch.cat([a[2], b[2]], 1)))))
         f3 = _lrelu(m("L3_dcnpack")(a[2], o3))
         o2 = _lrelu(m("L2_offset_conv1")(torch.cat([a[1], b[1]], 1)))

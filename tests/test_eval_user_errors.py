@@ -188,7 +188,8 @@ def test_stvsr_infer_text_file_subprocess_has_one_line(tmp_path):
     text = tmp_path / "readme.txt"
     text.write_text("plain text\n" * 100)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "codes" / "infer.py"), "-i", str(text), "-o", str(tmp_path / "o.mp4"), "--model", "bicubic"],
+        [sys.executable, str(ROOT / "codes" / "infer.py"), "-i", str(text), "-o", str(tmp_path / "o.mp4"),
+         "--model", "bicubic"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "is not a video" in proc.stderr

@@ -40,7 +40,8 @@ def test_valid_file_types_and_defaults(tmp_path, root):
     opt = options.load(write(tmp_path, BASE))
     assert opt["train"]["lr_G"] == 4e-4  # the string '4e-4' PyYAML produces becomes a float
     assert opt["logger"]["save_checkpoint_freq"] == 5000 and isinstance(opt["logger"]["save_checkpoint_freq"], int)
-    assert opt["train"]["beta2"] == 0.99 and opt["train"]["losses"] == [{"type": "cb", "weight": 1.0, "eps": 1e-6, "reduction": "sum"}]
+    assert opt["train"]["beta2"] == 0.99
+    assert opt["train"]["losses"] == [{"type": "cb", "weight": 1.0, "eps": 1e-6, "reduction": "sum"}]
     assert opt["path"]["experiments_root"] == str(root / "experiments" / "unit")
 
 

@@ -62,7 +62,8 @@ def test_training_unknown_keys_listed_with_their_paths(tmp_path, root):
     with pytest.raises(OptionsError) as info:
         options.load(write(tmp_path / "opts", data))
     text = "\n".join(info.value.problems)
-    for path, hint in [("train.lr_g", "lr_G"), ("logger.print_frq", "print_freq"), ("datasets.train.GT_sise", "GT_size")]:
+    expected = [("train.lr_g", "lr_G"), ("logger.print_frq", "print_freq"), ("datasets.train.GT_sise", "GT_size")]
+    for path, hint in expected:
         assert f"{path}: unknown option" in text and f"Did you mean '{hint}'" in text
     assert "datasets.train.dataroot_LQ: required option is missing" in text
     assert len(info.value.problems) == 4

@@ -81,8 +81,11 @@ def test_reverse_keeps_inputs_at_the_ends_of_gt(tmp_path):
     gt, lr = make_adobe(tmp_path, {"c": 7}, size=(32, 32))
     opt = {"mode": "Adobe240", "dataroot_GT": str(gt), "dataroot_LQ": str(lr), "GT_size": 32, "LQ_size": 8}
     ds = build_dataset({**opt, "use_flip": False, "use_rot": False})
-    read = lambda root, k: to_uint8(build_dataset({**opt, "phase": "val", "dataroot_GT": str(root), "dataroot_LQ": None,
-                                                   "scale": 1})[0]["GT"])[k]  # fmt: skip
+
+    def read(root, k):
+        return to_uint8(build_dataset({**opt, "phase": "val", "dataroot_GT": str(root), "dataroot_LQ": None,
+                                                       "scale": 1})[0]["GT"])[k]  # fmt: skip
+
     gts = [read(gt, k) for k in range(7)]
     lrs = [read(lr, k) for k in range(7)]
     seen = set()

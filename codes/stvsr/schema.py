@@ -46,7 +46,7 @@ def _summary(problems: Sequence[str]) -> str:
     return f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-Types = Union[type, tuple[type, ...], None]  # None: any value
+Types = type | tuple[type, ...] | None  # None: any value
 
 
 @dataclass(frozen=True)

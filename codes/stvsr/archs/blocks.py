@@ -135,7 +135,10 @@ class PCD_Align(nn.Module):
 
     def _branch(self, s: int, a: Pyramid, b: Pyramid, t: torch.Tensor | None = None) -> torch.Tensor:
         """Align pyramid ``a`` using offsets from ``[a, b]``, with the convs of branch ``s``."""
-        m = lambda name: getattr(self, f"{name}_{s}")
+
+        def m(name):
+            return getattr(self, f"{name}_{s}")
+
         # level 3
         off3 = lrelu(m("L3_offset_conv1")(torch.cat((a[2], b[2]), dim=1)))
         off3 = self._last_offset(s, 3, off3, t)

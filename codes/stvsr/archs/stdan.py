@@ -154,7 +154,10 @@ class STDFA(nn.Module):
         weights, values = [], []
         for start in range(0, len(pairs), chunk):
             js, is_ = zip(*pairs[start : start + chunk])
-            sel = lambda m, idx: m[:, list(idx)].transpose(0, 1).reshape(-1, self.embed_dim, h, w)
+
+            def sel(m, idx):
+                return m[:, list(idx)].transpose(0, 1).reshape(-1, self.embed_dim, h, w)
+
             wgt, val = self.deformable_corr(sel(q, js), sel(k, is_), sel(v, is_))
             weights.append(wgt.view(len(js), b, h * w))
             values.append(val.view(len(js), b, self.embed_dim, h * w))

@@ -169,7 +169,10 @@ def model_help() -> str:
     """The --model help: every registered architecture (from the registry) with its aliases."""
     from stvsr.archs import ARCHS
 
-    return f"architecture, with the official settings (or those a --checkpoint of codes/train.py carries): {ARCHS.describe()}"
+    return (
+        "architecture, with the official settings (or those a --checkpoint of codes/train.py carries): "
+        f"{ARCHS.describe()}"
+    )
 
 
 def choose_network(

@@ -161,8 +161,9 @@ def evaluate_split(model: torch.nn.Module, dataset: Any, settings: dict[str, Any
         return run_padded(model, x, protocol, divisor)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        return run_tile(x) if protocol.tile is None else tiled_forward(run_tile, x, protocol.tile,
-                                                                       protocol.tile_overlap, protocol.scale)  # fmt: skip
+        if protocol.tile is None:
+            return run_tile(x)
+        return tiled_forward(run_tile, x, protocol.tile, protocol.tile_overlap, protocol.scale)
 
     items = range(len(dataset))
     if settings["progress"]:
@@ -220,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"test_vimeo.py: error: {exc}", file=sys.stderr)
         return 2
     protocol: Protocol = settings["protocol"]
-    label = f"{type(model).__name__} ({settings['network']['which_model_G']}), checkpoint {settings['checkpoint'] or 'none'}"
+    network, checkpoint = settings["network"]["which_model_G"], settings["checkpoint"] or "none"
+    label = f"{type(model).__name__} ({network}), checkpoint {checkpoint}"
     out_dir = settings["results_root"] / settings["name"]
     start = time.time()
     rows, parts = [], []

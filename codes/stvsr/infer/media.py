@@ -213,7 +213,8 @@ def _not_a_video(container: Any) -> str:
     names = set(str(container.format.name).split(","))
     long_name = container.format.long_name
     if names & set(TEXT_DEMUXERS):
-        return f"FFmpeg reads it as text ({long_name}); give a video file ({', '.join(VIDEO_EXTENSIONS)}) or a folder of frames"
+        videos = ", ".join(VIDEO_EXTENSIONS)
+        return f"FFmpeg reads it as text ({long_name}); give a video file ({videos}) or a folder of frames"
     if "image2" in names or "image2pipe" in names or any(n.endswith("_pipe") for n in names):
         return f"it is a single image ({long_name}); give a folder of frames (--fps sets their rate) or a video file"
     codecs = {s.codec_context.name for s in container.streams.video}

@@ -137,8 +137,9 @@ def _ignore_stop_signals(_worker_id: int) -> None:
 
 
 class StopSignals:
-    """Between :meth:`install` and :meth:`restore` (main thread only): SIGINT and SIGTERM set :attr:`signum` instead of killing the run; the loop
-    finishes its step, saves and stops. A second SIGINT stops at once (KeyboardInterrupt)."""
+    """Between :meth:`install` and :meth:`restore` (main thread only): SIGINT and SIGTERM set :attr:`signum`
+    instead of killing the run; the loop finishes its step, saves and stops. A second SIGINT stops at once
+    (KeyboardInterrupt)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
