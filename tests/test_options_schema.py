@@ -81,6 +81,13 @@ def test_missing_required_key_reported_before_the_experiment_folder_is_touched(t
     assert sorted(p.name for p in exp.iterdir()) == ["marker", "models"]  # nothing written
 
 
+def test_a_section_that_is_not_a_mapping_is_one_problem(tmp_path, root):
+    with pytest.raises(OptionsError) as info:
+        options.validate({**BASE, "train": 5, "logger": [1]})
+    assert any(p.startswith("train: expected a mapping") for p in info.value.problems)
+    assert any(p.startswith("logger: expected a mapping") for p in info.value.problems)
+
+
 def test_training_paths_follow_the_rule(tmp_path, root):
     (tmp_path / "opts" / "data" / "gt").mkdir(parents=True)  # next to the YAML
     (root / "data" / "lq").mkdir(parents=True)  # under the repository root

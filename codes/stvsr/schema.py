@@ -126,7 +126,7 @@ def check(raw: Any, schema: Schema, where: str, problems: list[str]) -> dict[str
         raw = {}
     if not isinstance(raw, Mapping):
         problems.append(f"{where or 'options'}: expected a mapping (a YAML block), got {raw!r}")
-        return {}
+        return check({}, schema, where, [])  # the defaults, so that the caller's other checks can go on
     prefix = f"{where}." if where else ""
     for key in raw:
         if key not in schema:
