@@ -64,11 +64,12 @@ def _tap_bases(
 class _Sampler:
     """Modulated deformable samples of one input, for all output rows or a band of them."""
 
-    def __init__(self, input: torch.Tensor, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int):
+    def __init__(
+        self, input: torch.Tensor, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int
+    ):
         self.batch, self.channels, self.height, self.width = input.shape
-        self.kernel_size, self.stride, self.padding, self.dilation, self.groups = (
-            kernel_size, stride, padding, dilation, groups
-        )
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self.groups = groups
         self.grid_h, self.grid_w, self.align_corners = _exact_grid_size(self.height, self.width)
         padded = F.pad(input, (0, self.grid_w - self.width, 0, self.grid_h - self.height))
         self.planes = padded.view(self.batch * groups, self.channels // groups, self.grid_h, self.grid_w)
