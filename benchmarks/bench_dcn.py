@@ -1,10 +1,13 @@
 """Speed of the deformable convolution backends against a dense convolution of the same shape.
 
-    python benchmarks/bench_dcn.py [--json out.json] [--repeats 15] [--device cpu|cuda]
+    python benchmarks/bench_dcn.py [--json out.json] [--repeats 15] [--device cpu|cuda] [--ops conv sample]
 
 Prints forward and forward+backward medians (ms) for dense ``conv2d`` and each DCN backend that
 works here, C=64 -> 64, 3x3, 8 deformable groups, at B=1 64x112, B=1 144x180 and B=4 32x32, and the
-ratios the targets are stated in (ext / dense, torch / ext). A benchmark, not a test: the
+ratios the targets are stated in (time / dense conv of the same shape and mode). ``sample`` rows time
+``deform_sample`` (STDAN's sampling without the contraction) on the same inputs, also against the
+dense convolution. The configurations of one shape and mode are timed round-robin, one call each per
+round, so that a change of load on a shared machine affects them alike. A benchmark, not a test: the
 figures depend on the machine.
 """
 
@@ -20,7 +23,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from stvsr.ops import available_backends, modulated_deform_conv2d
+from stvsr.ops import available_backends, deform_sample, modulated_deform_conv2d
 
 SHAPES = ((1, 64, 112), (1, 144, 180), (4, 32, 32))
 CHANNELS, GROUPS = 64, 8
@@ -31,17 +34,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def round_robin_ms(fns: dict, device: torch.device, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median time (ms) of each function, timed in turns: one call of each per round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def make_inputs(batch: int, height: int, width: int, device: torch.device, seed: int = 0) -> dict:
@@ -71,32 +77,42 @@ def dcn_step(t: dict, backend: str, backward: bool) -> None:
         out.backward(torch.ones_like(out))
 
 
-def run(device: torch.device, repeats: int, backends: list[str]) -> list[dict]:
+def sample_step(t: dict, backend: str, backward: bool) -> None:
+    out = deform_sample(t["input"], t["offset"], t["mask"], 3, 1, 1, 1, GROUPS, backend=backend)
+    if backward:
+        out.backward(torch.ones_like(out))
+
+
+STEPS = {"conv": dcn_step, "sample": sample_step}
+
+
+def run(device: torch.device, repeats: int, backends: list[str], ops: list[str]) -> list[dict]:
     rows = []
     for batch, height, width in SHAPES:
         tensors = make_inputs(batch, height, width, device)
         row = {"shape": f"B={batch} {height}x{width}"}
         for mode, backward in (("fwd", False), ("fwd+bwd", True)):
-            grad = torch.enable_grad() if backward else torch.no_grad()
-            with grad:
-                row[f"dense {mode}"] = median_ms(partial(dense_step, tensors, backward), device, repeats)
+            fns = {f"dense {mode}": partial(dense_step, tensors, backward)}
+            for op in ops:
                 for name in backends:
-                    row[f"{name} {mode}"] = median_ms(partial(dcn_step, tensors, name, backward), device, repeats)
+                    if op == "sample" and name == "torchvision":
+                        continue  # torchvision has no sampling op (the torch backend stands in for it)
+                    fns[f"{op} {name} {mode}"] = partial(STEPS[op], tensors, name, backward)
+            with torch.enable_grad() if backward else torch.no_grad():
+                row.update(round_robin_ms(fns, device, repeats))
         rows.append(row)
-        print_row(row, backends)
+        print_row(row)
     return rows
 
 
-def print_row(row: dict, backends: list[str]) -> None:
+def print_row(row: dict) -> None:
     cells = [f"{row['shape']:<14}"]
     for mode in ("fwd", "fwd+bwd"):
         dense = row[f"dense {mode}"]
         cells.append(f"dense {mode} {dense:8.2f}")
-        for name in backends:
-            t = row[f"{name} {mode}"]
-            cells.append(f"{name} {t:8.2f} ({t / dense:4.2f}x dense)")
-    if "ext" in backends and "torch" in backends:
-        cells.append(f"torch/ext fwd+bwd {row['torch fwd+bwd'] / row['ext fwd+bwd']:4.2f}x")
+        for key, t in row.items():
+            if key.endswith(f" {mode}") and not key.startswith("dense"):
+                cells.append(f"{key.removesuffix(' ' + mode)} {t:8.2f} ({t / dense:4.2f}x)")
     print(" | ".join(cells), flush=True)
 
 
@@ -106,6 +122,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     parser.add_argument("--backends", nargs="*", default=None, help="default: every available backend")
+    parser.add_argument("--ops", nargs="*", default=["conv", "sample"], choices=sorted(STEPS))
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.threads:
@@ -114,9 +131,9 @@ def main() -> None:
     backends = args.backends or available_backends(device)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"device {device}; median of {args.repeats} runs, ms; C={CHANNELS}, dg={GROUPS}, 3x3"
+        f"device {device}; median of {args.repeats} round-robin runs, ms (x: / dense conv); C={CHANNELS}, dg={GROUPS}, 3x3"
     )
-    rows = run(device, args.repeats, backends)
+    rows = run(device, args.repeats, backends, args.ops)
     if args.json:
         meta = {
             "torch": torch.__version__,

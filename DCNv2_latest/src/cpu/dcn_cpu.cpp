@@ -43,6 +43,31 @@ inline TapRows<T> tap_rows(const T* offset, const T* mask, const DcnGeometry& ge
   return {off_b + 2 * gk * L, off_b + (2 * gk + 1) * L, mask + (b * geo.groups * K + gk) * L};
 }
 
+// The loop of TapTile::compute, a function of restrict pointers so that it vectorises (through the
+// member vectors the compiler must assume that the arrays alias; the float-to-int conversions need
+// -fno-trapping-math).
+template <typename T>
+void tap_geometry(const DcnGeometry& geo, int64_t k, int64_t n, const T* __restrict base_y,
+                  const T* __restrict base_x, const T* __restrict off_y, const T* __restrict off_x,
+                  const T* __restrict mask_in, T* __restrict ly, T* __restrict lx, T* __restrict inside,
+                  T* __restrict mask, int32_t* __restrict pixel) {
+  const T dy = T((k / geo.kernel_w) * geo.dil_h), dx = T((k % geo.kernel_w) * geo.dil_w);
+  const T h = T(geo.height), w = T(geo.width);
+  const int32_t wp = static_cast<int32_t>(geo.width + 2);
+  for (int64_t i = 0; i < n; ++i) {
+    const T y = base_y[i] + dy + off_y[i], x = base_x[i] + dx + off_x[i], m = mask_in[i];
+    const bool in = (y > T(-1)) & (y < h) & (x > T(-1)) & (x < w);  // false for NaN
+    const T yc = in ? y : T(0), xc = in ? x : T(0);
+    const T yf = std::floor(yc), xf = std::floor(xc);
+    ly[i] = yc - yf;
+    lx[i] = xc - xf;
+    inside[i] = in ? T(1) : T(0);
+    mask[i] = in ? m : T(0);
+    const int32_t corner = (static_cast<int32_t>(yf) + 1) * wp + static_cast<int32_t>(xf) + 1;
+    pixel[i] = in ? corner : 0;
+  }
+}
+
 // Sampling geometry of one (sample, group, tap) over the n positions of a tile, as arrays: the
 // top-left corner pixel in the padded plane, the fractional parts, the inside flag, the mask times
 // the inside flag.
@@ -65,23 +90,8 @@ struct TapTile {
   }
 
   void compute(const DcnGeometry& geo, const TapRows<T>& rows, int64_t k, int64_t l0, int64_t n) {
-    const T dy = T((k / geo.kernel_w) * geo.dil_h), dx = T((k % geo.kernel_w) * geo.dil_w);
-    const T h = T(geo.height), w = T(geo.width);
-    const int32_t wp = static_cast<int32_t>(geo.width + 2);
-    const T* off_y = rows.off_y + l0;
-    const T* off_x = rows.off_x + l0;
-    const T* m = rows.mask + l0;
-    for (int64_t i = 0; i < n; ++i) {
-      const T y = base_y[i] + dy + off_y[i], x = base_x[i] + dx + off_x[i];
-      const bool in = y > T(-1) && y < h && x > T(-1) && x < w;  // false for NaN
-      const T yc = in ? y : T(0), xc = in ? x : T(0);
-      const T yf = std::floor(yc), xf = std::floor(xc);
-      ly[i] = yc - yf;
-      lx[i] = xc - xf;
-      inside[i] = in ? T(1) : T(0);
-      mask[i] = in ? m[i] : T(0);
-      pixel[i] = in ? (static_cast<int32_t>(yf) + 1) * wp + static_cast<int32_t>(xf) + 1 : 0;
-    }
+    tap_geometry(geo, k, n, base_y.data(), base_x.data(), rows.off_y + l0, rows.off_x + l0, rows.mask + l0,
+                 ly.data(), lx.data(), inside.data(), mask.data(), pixel.data());
   }
 };
 
@@ -344,6 +354,19 @@ void for_each_sampled_tile(const at::Tensor& input, const at::Tensor& offset, co
   });
 }
 
+// Calls f(tile_row, planar_row, stride) for every (channel, tap, tile row): a tile row of the
+// unfolded tile of `rows` output rows, whose element wo (at wo * stride) is planar_row[wo] of the
+// (C, K, L) layout of deform_sample, counted from the tile's first position. The planar side is
+// walked in order; the tile, which is in cache, strided.
+template <typename F>
+void for_each_planar_row(const DcnGeometry& geo, int64_t rows, F&& f) {
+  const Unfolded unfolded(geo);
+  const int64_t K = geo.taps(), L = geo.out_size(), stride = geo.kernel_w * geo.channels;
+  for (int64_t c = 0; c < geo.channels; ++c)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t r = 0; r < rows; ++r) f(unfolded.at(geo, r, 0, k) + c, (c * K + k) * L + r * geo.out_w, stride);
+}
+
 template <typename T>
 void forward_impl(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                   const at::Tensor& offset, const at::Tensor& mask, const DcnGeometry& geo, at::Tensor& output) {
@@ -436,15 +459,13 @@ at::Tensor dcn_sample_cpu(const at::Tensor& input, const at::Tensor& offset, con
   at::Tensor samples = at::empty({geo.batch, C, K, L}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_sample_cpu", [&] {
     using T = scalar_t;
-    const Unfolded unfolded(geo);
     for_each_sampled_tile<T>(input, offset, mask, geo, [&](int64_t b, int64_t r0, int64_t rows, const T* cols) {
-      for (int64_t c = 0; c < C; ++c) {  // unfolded tile -> (C, K, L)
-        for (int64_t k = 0; k < K; ++k) {
-          T* dst = samples.data_ptr<T>() + ((b * C + c) * K + k) * L + r0 * geo.out_w;
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t wo = 0; wo < geo.out_w; ++wo) *dst++ = cols[unfolded.at(geo, r, wo, k) + c];
-        }
-      }
+      T* planar = samples.data_ptr<T>() + b * C * K * L + r0 * geo.out_w;
+      for_each_planar_row(geo, rows, [&](int64_t tile_row, int64_t planar_row, int64_t stride) {
+        const T* src = cols + tile_row;
+        T* dst = planar + planar_row;
+        for (int64_t wo = 0; wo < geo.out_w; ++wo) dst[wo] = src[wo * stride];
+      });
     });
   });
   return samples;
@@ -462,7 +483,6 @@ std::vector<at::Tensor> dcn_sample_backward_cpu(const at::Tensor& grad_samples, 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_sample_backward_cpu", [&] {
     using T = scalar_t;
     const Tiling tiles(geo, sizeof(T));
-    const Unfolded unfolded(geo);
     PerThread input_acc(needs.input ? at::zeros_like(padded) : at::Tensor());
     with_group_size(geo.channels_per_group(), [&](auto fixed) {
       at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
@@ -473,13 +493,12 @@ std::vector<at::Tensor> dcn_sample_backward_cpu(const at::Tensor& grad_samples, 
                                  needs.offset_mask ? grad_mask.data_ptr<T>() : nullptr, nullptr};
         for (int64_t t = begin; t < end; ++t) {
           const int64_t b = tiles.sample(t), r0 = tiles.first_row(t), rows = tiles.row_count(t, geo);
-          for (int64_t c = 0; c < C; ++c) {  // (C, K, L) -> unfolded tile
-            for (int64_t k = 0; k < K; ++k) {
-              const T* src = grad_samples.data_ptr<T>() + ((b * C + c) * K + k) * L + r0 * geo.out_w;
-              for (int64_t r = 0; r < rows; ++r)
-                for (int64_t wo = 0; wo < geo.out_w; ++wo) gcols[unfolded.at(geo, r, wo, k) + c] = *src++;
-            }
-          }
+          const T* planar = grad_samples.data_ptr<T>() + b * C * K * L + r0 * geo.out_w;
+          for_each_planar_row(geo, rows, [&](int64_t tile_row, int64_t planar_row, int64_t stride) {
+            const T* src = planar + planar_row;
+            T* dst = gcols.data() + tile_row;
+            for (int64_t wo = 0; wo < geo.out_w; ++wo) dst[wo * stride] = src[wo];
+          });
           sample_backward_tile<T, decltype(fixed)::value>(geo, padded.data_ptr<T>(), offset.data_ptr<T>(),
                                                           mask.data_ptr<T>(), b, r0, rows, gcols.data(), grads,
                                                           scratch);
