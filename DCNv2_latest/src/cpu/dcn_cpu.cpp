@@ -204,18 +204,25 @@ void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offs
           if (out.offset || out.cols) {
             const Quad<T> v(plane, tap.pixel[i], C, wp, g * cpg);
             T* col = out.cols ? out.cols + col0 : nullptr;
-            T sum_dy = T(0), sum_dx = T(0), sum_value = T(0);
-#pragma omp simd reduction(+ : sum_dy, sum_dx, sum_value)
+            // The value and both position derivatives are combinations of the four corner dot
+            // products with the upstream gradient: four reductions, and little work per channel.
+            T d00 = T(0), d01 = T(0), d10 = T(0), d11 = T(0);
+#pragma omp simd reduction(+ : d00, d01, d10, d11)
             for (int64_t c = 0; c < cpg; ++c) {
-              const T value = hy * hx * v.p00[c] + hy * lx * v.p01[c] + ly * hx * v.p10[c] + ly * lx * v.p11[c];
-              sum_dy += gcol[c] * (hx * (v.p10[c] - v.p00[c]) + lx * (v.p11[c] - v.p01[c]));
-              sum_dx += gcol[c] * (hy * (v.p01[c] - v.p00[c]) + ly * (v.p11[c] - v.p10[c]));
-              sum_value += gcol[c] * value;
-              if (col) col[c] = m * value;
+              d00 += gcol[c] * v.p00[c];
+              d01 += gcol[c] * v.p01[c];
+              d10 += gcol[c] * v.p10[c];
+              d11 += gcol[c] * v.p11[c];
             }
-            s.gy[i] = m * sum_dy;
-            s.gx[i] = m * sum_dx;
-            s.gm[i] = tap.inside[i] * sum_value;
+            if (col) {
+              const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
+#pragma omp simd
+              for (int64_t c = 0; c < cpg; ++c)
+                col[c] = w00 * v.p00[c] + w01 * v.p01[c] + w10 * v.p10[c] + w11 * v.p11[c];
+            }
+            s.gy[i] = m * (hx * (d10 - d00) + lx * (d11 - d01));
+            s.gx[i] = m * (hy * (d01 - d00) + ly * (d11 - d10));
+            s.gm[i] = tap.inside[i] * (hy * hx * d00 + hy * lx * d01 + ly * hx * d10 + ly * lx * d11);
           }
         }
       }
