@@ -34,7 +34,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def round_robin_ms(fns: dict, device: torch.device, repeats: int, warmup: int = 2) -> dict[str, float]:
+def round_robin_ms(
+    fns: dict, device: torch.device, repeats: int, warmup: int = 2, clock=time.perf_counter
+) -> dict[str, float]:
     """Median time (ms) of each function, timed in turns: one call of each per round."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -43,10 +45,10 @@ def round_robin_ms(fns: dict, device: torch.device, repeats: int, warmup: int = 
     for _ in range(repeats):
         for name, fn in fns.items():
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             _sync(device)
-            times[name].append((time.perf_counter() - start) * 1e3)
+            times[name].append((clock() - start) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -90,7 +92,7 @@ def sample_step(t: dict, backend: str, backward: bool) -> None:
 STEPS = {"conv": dcn_step, "sample": sample_step}
 
 
-def run(device: torch.device, repeats: int, backends: list[str], ops: list[str]) -> list[dict]:
+def run(device: torch.device, repeats: int, backends: list[str], ops: list[str], clock=time.perf_counter) -> list[dict]:
     rows = []
     for batch, height, width in SHAPES:
         tensors = make_inputs(batch, height, width, device)
@@ -103,7 +105,7 @@ def run(device: torch.device, repeats: int, backends: list[str], ops: list[str])
                         continue  # torchvision has no sampling op (the torch backend stands in for it)
                     fns[f"{op} {name} {mode}"] = partial(STEPS[op], tensors, name, backward)
             with torch.enable_grad() if backward else torch.no_grad():
-                row.update(round_robin_ms(fns, device, repeats))
+                row.update(round_robin_ms(fns, device, repeats, clock=clock))
         rows.append(row)
         print_row(row)
     return rows
@@ -127,17 +129,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     parser.add_argument("--backends", nargs="*", default=None, help="default: every available backend")
     parser.add_argument("--ops", nargs="*", default=["conv", "sample"], choices=sorted(STEPS))
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "thread"),
+        default="wall",
+        help="thread: CPU time of the calling thread (with --threads 1 only), steady on a busy machine",
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.clock == "thread" and (torch.get_num_threads() != 1 or device.type != "cpu"):
+        parser.error("--clock thread measures one CPU thread: use it with --threads 1 on the CPU")
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
     backends = args.backends or available_backends(device)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"device {device}; median of {args.repeats} round-robin runs, ms (x: / dense conv); C={CHANNELS}, dg={GROUPS}, 3x3"
+        f"device {device}; {args.clock} clock, median of {args.repeats} round-robin runs, ms (x: / dense conv); C={CHANNELS}, dg={GROUPS}, 3x3"
     )
-    rows = run(device, args.repeats, backends, args.ops)
+    rows = run(device, args.repeats, backends, args.ops, clock)
     if args.json:
         meta = {
             "torch": torch.__version__,
@@ -145,6 +156,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "machine": platform.machine(),
             "repeats": args.repeats,
+            "clock": args.clock,
         }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)

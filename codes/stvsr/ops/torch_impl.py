@@ -142,15 +142,19 @@ def _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, di
     per_block = max(1, min(groups, _BLOCK_BYTES // group_bytes))
     while groups % per_block:
         per_block -= 1
-    cpg = c // groups
+    blocks = groups // per_block
+    # split(), not slicing: the backward of a split is one concatenation, that of a slice a zero-filled
+    # full-size gradient per block.
+    pieces = zip(
+        input.split(c // blocks, dim=1),
+        offset.split(offset.shape[1] // blocks, dim=1),
+        mask.split(mask.shape[1] // blocks, dim=1),
+        weight.split(c // blocks, dim=1),
+    )
     out = None
-    for g0 in range(0, groups, per_block):
-        chans = slice(g0 * cpg, (g0 + per_block) * cpg)
-        sampler = _Sampler(input[:, chans], (kh, kw), stride, padding, dilation, per_block)
-        off = offset[:, 2 * taps * g0 : 2 * taps * (g0 + per_block)]
-        m = mask[:, taps * g0 : taps * (g0 + per_block)]
-        samples = sampler(off, m, range(out_h), in_place=False)
-        part = torch.matmul(weight[:, chans].reshape(c_out, -1), samples.view(b, -1, out_h * out_w))
+    for x, off, m, w in pieces:
+        samples = _Sampler(x, (kh, kw), stride, padding, dilation, per_block)(off, m, range(out_h), in_place=False)
+        part = torch.matmul(w.reshape(c_out, -1), samples.view(b, -1, out_h * out_w))
         out = part if out is None else out + part
     if bias is not None:
         out = out + bias.view(1, c_out, 1)
