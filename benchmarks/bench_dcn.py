@@ -146,7 +146,8 @@ def main() -> None:
     backends = args.backends or available_backends(device)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"device {device}; {args.clock} clock, median of {args.repeats} round-robin runs, ms (x: / dense conv); C={CHANNELS}, dg={GROUPS}, 3x3"
+        f"device {device}; {args.clock} clock, median of {args.repeats} round-robin runs, ms "
+        f"(x: / dense conv); C={CHANNELS}, dg={GROUPS}, 3x3"
     )
     rows = run(device, args.repeats, backends, args.ops, clock)
     if args.json:
