@@ -130,3 +130,25 @@ def test_integer_positions_are_exact_in_float32(height: int) -> None:
 )
 def test_exact_grid_size(height: int, width: int, expected: tuple[int, int, bool]) -> None:
     assert torch_impl._exact_grid_size(height, width) == expected
+
+
+def test_strided_inputs_equal_contiguous_ones(backend: str) -> None:
+    """Channels-last input, offsets and masks that are views of a transposed tensor (as in STDAN)."""
+    shape = SHAPES["5x7_dg2"]
+    t = make_inputs(shape, "random")
+    expected = conv_and_grads(dcn_reference.modulated_deform_conv2d, t, shape)
+    strided = dict(t)
+    strided["input"] = t["input"].detach().contiguous(memory_format=torch.channels_last)
+    for key in ("offset", "mask"):
+        strided[key] = t[key].detach().transpose(2, 3).contiguous().transpose(2, 3)
+
+    def run(*args):
+        *tensors, stride, padding, dilation, groups = args
+        return modulated_deform_conv2d(*tensors, stride, padding, dilation, groups, backend=backend)
+
+    assert_all_close(conv_and_grads(run, strided, shape), expected)
+    with torch.no_grad():
+        out = run(*strided.values(), *shape[-3:], shape[3])
+    torch.testing.assert_close(out, expected["forward"], rtol=0, atol=1e-10)
+    samples = sample_and_grads(lambda *a: deform_sample(*a, backend=backend), strided, shape)
+    assert_all_close(samples, sample_and_grads(dcn_reference.deform_sample, t, shape))

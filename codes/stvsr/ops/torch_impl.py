@@ -72,7 +72,7 @@ class _Sampler:
         self.groups = groups
         self.grid_h, self.grid_w, self.align_corners = _exact_grid_size(self.height, self.width)
         padded = F.pad(input, (0, self.grid_w - self.width, 0, self.grid_h - self.height))
-        self.planes = padded.view(self.batch * groups, self.channels // groups, self.grid_h, self.grid_w)
+        self.planes = padded.reshape(self.batch * groups, self.channels // groups, self.grid_h, self.grid_w)
 
     def __call__(self, offset: torch.Tensor, mask: torch.Tensor, rows: range, in_place: bool) -> torch.Tensor:
         """(B, C, K, R*Wo) for the output ``rows``, whose offsets and masks are ``offset`` and ``mask``.
@@ -96,10 +96,10 @@ class _Sampler:
         grid = torch.stack((grid_x, grid_y), dim=-1).view(b * g, taps * len(rows), out_w, 2)
         samples = F.grid_sample(self.planes, grid, "bilinear", "zeros", align_corners=self.align_corners)
         n = taps * len(rows) * out_w
-        weights = mask.reshape(b, g, 1, n) * inside.view(b, g, 1, n)
-        samples = samples.view(b, g, c // g, n)
+        weights = mask.reshape(b, g, 1, n) * inside.reshape(b, g, 1, n)
+        samples = samples.reshape(b, g, c // g, n)
         modulated = samples.mul_(weights) if in_place else samples * weights
-        return modulated.view(b, c, taps, len(rows) * out_w)
+        return modulated.reshape(b, c, taps, len(rows) * out_w)
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -154,7 +154,7 @@ def _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, di
     out = None
     for x, off, m, w in pieces:
         samples = _Sampler(x, (kh, kw), stride, padding, dilation, per_block)(off, m, range(out_h), in_place=False)
-        part = torch.matmul(w.reshape(c_out, -1), samples.view(b, -1, out_h * out_w))
+        part = torch.matmul(w.reshape(c_out, -1), samples.reshape(b, -1, out_h * out_w))
         out = part if out is None else out + part
     if bias is not None:
         out = out + bias.view(1, c_out, 1)
@@ -176,17 +176,17 @@ def modulated_deform_conv2d(
     b = input.shape[0]
     c_out, _, kh, kw = weight.shape
     out_h, out_w = offset.shape[2:]
-    flat_weight = weight.reshape(c_out, -1)
-    sampler = _Sampler(input, (kh, kw), stride, padding, dilation, groups)
     if _needs_grad(input, offset, mask, weight, bias):
         return _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, dilation, groups)
+    flat_weight = weight.reshape(c_out, -1)
+    sampler = _Sampler(input, (kh, kw), stride, padding, dilation, groups)
     out = input.new_empty(b, c_out, out_h, out_w)
     row_bytes = b * flat_weight.shape[1] * out_w * input.element_size()
     band = max(1, _BAND_BYTES // row_bytes)
     for r0 in range(0, out_h, band):
         rows = range(r0, min(r0 + band, out_h))
         samples = sampler(offset[:, :, r0 : rows.stop], mask[:, :, r0 : rows.stop], rows, in_place=True)
-        part = torch.matmul(flat_weight, samples.view(b, -1, len(rows) * out_w))
+        part = torch.matmul(flat_weight, samples.reshape(b, -1, len(rows) * out_w))
         if bias is not None:
             part += bias.view(1, c_out, 1)
         out[:, :, r0 : rows.stop] = part.view(b, c_out, len(rows), out_w)
