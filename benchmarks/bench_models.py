@@ -75,6 +75,9 @@ NO_DCN = {"safa", "starnet", "rstt_s", "rstt_m", "rstt_l"}  # no deformable conv
 OFFICIAL_ZSM_STEP_S = (7.4, 10.7)
 
 
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as handle:
         for line in handle:
@@ -83,7 +86,7 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def worker(model_name: str, case: str, repeats: int, device_name: str, threads: int | None) -> dict:
+def worker(model_name: str, case: str, repeats: int, device_name: str, threads: int | None, clock_name: str) -> dict:
     """One configuration, in this (fresh) process; returns the measurements."""
     import torch
     import torch.nn.functional as F
@@ -95,6 +98,7 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
     from stvsr.ops.backends import resolve
 
     device = torch.device(device_name)
+    clock = CLOCKS[clock_name]
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     model = build_arch(OFFICIAL[model_name]).to(device)
@@ -110,6 +114,7 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
         "device": device_name,
         "input": f"{b}x{n}x3x{ph}x{pw}",
         "threads": torch.get_num_threads(),
+        "clock": clock_name,
     }
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -126,10 +131,10 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
 
         for i in range(repeats + 1):
             sync()
-            start = time.perf_counter()
+            start = clock()
             out = model(x)
             sync()
-            mid = time.perf_counter()
+            mid = clock()
             loss = (
                 charbonnier(out, gt)
                 if not hasattr(model, "training_loss")
@@ -139,7 +144,7 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
             loss.backward()
             opt.step()
             sync()
-            end = time.perf_counter()
+            end = clock()
             del out, loss
             if i:  # the first iteration is the warm-up
                 fwd_times.append(mid - start)
@@ -149,11 +154,11 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
         with torch.no_grad():
             for i in range(repeats + 1):
                 sync()
-                start = time.perf_counter()
+                start = clock()
                 out = model(x)[..., : 4 * h, : 4 * w]
                 sync()
                 if i:
-                    fwd_times.append(time.perf_counter() - start)
+                    fwd_times.append(clock() - start)
                 del out
     record["fwd_s"] = statistics.median(fwd_times)
     record["fwd_all_s"] = fwd_times
@@ -170,6 +175,7 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
 def run_one(model: str, case: str, backend: str, args: argparse.Namespace) -> dict:
     env = dict(os.environ, STVSR_DCN_BACKEND=backend)
     cmd = [sys.executable, __file__, "--worker", model, case, "--repeats", str(args.repeats), "--device", args.device]
+    cmd += ["--clock", args.clock]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     load_before = os.getloadavg()[0]
@@ -226,12 +232,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations after one warm-up")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="process: CPU time of the worker process (with --threads 1), steady on a busy machine",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     parser.add_argument("--json", help="write the records here")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "CASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.clock == "process" and (args.threads != 1 or args.device != "cpu"):
+        parser.error("--clock process measures one CPU thread's work: use it with --threads 1 on the CPU")
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.repeats, args.device, args.threads)), flush=True)
+        print(json.dumps(worker(*args.worker, args.repeats, args.device, args.threads, args.clock)), flush=True)
         return
     records = []
     for model in args.models:
