@@ -87,7 +87,8 @@ class _Sampler:
         )
         off = offset.reshape(b, g, taps, 2, len(rows), out_w)  # interleaved (dy, dx) per (group, tap)
         off_y, off_x = off[:, :, :, 0], off[:, :, :, 1]
-        # Compared on the offsets: base is an integer, so this is exactly y > -1 etc., and False for NaN.
+        # y > -1 etc., compared on the offsets (base is an integer; the same up to the rounding of base +
+        # offset, exact at integer offsets); False for NaN.
         inside = (off_y > -1 - base_y) & (off_y < self.height - base_y)
         inside &= (off_x > -1 - base_x) & (off_x < self.width - base_x)
         # Positions not inside sample the corner -1 (zero weight below; finite even where the offset is not).
