@@ -26,21 +26,20 @@ def child(model: str, tile: int, overlap: int, threads: int, height: int = 144, 
     import torch
 
     from stvsr.archs import build_arch
-    from stvsr.eval.protocol import Protocol, run_padded
-    from stvsr.eval.tiling import tiled_forward
     from stvsr.ops.backends import resolve
+    from stvsr.runner import ModelFacts, window_forward
 
     torch.set_num_threads(threads)
     net = build_arch(NETWORKS[model]).eval()
     x = torch.rand(1, 4, 3, height, width)
-
-    def run(v):
-        return run_padded(net, v, Protocol(), net.size_divisor)
+    facts = ModelFacts.of(net)
+    run = window_forward(net, facts.upscale, facts.size_multiple, facts.size_multiple, tile=tile or None,
+                         tile_overlap=overlap)  # fmt: skip
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     with torch.no_grad():
-        y = run(x) if tile == 0 else tiled_forward(run, x, tile, overlap)
+        y = run(x)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"model": model, "tile": tile, "overlap": overlap if tile else 0, "seconds": round(seconds, 2),

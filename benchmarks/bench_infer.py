@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stvsr.eval.cli import OFFICIAL_NETWORKS
+from stvsr.eval.model_setup import OFFICIAL_NETWORKS
 
 ZSM = {"which_model_G": "LunaTokis", **OFFICIAL_NETWORKS["LunaTokis"]}
 NETWORKS = {

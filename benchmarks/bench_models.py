@@ -89,13 +89,13 @@ def _status_kib(field: str) -> int:
 def worker(model_name: str, case: str, repeats: int, device_name: str, threads: int | None, clock_name: str) -> dict:
     """One configuration, in this (fresh) process; returns the measurements."""
     import torch
-    import torch.nn.functional as F
 
     if threads:
         torch.set_num_threads(threads)
 
     from stvsr.archs import build_arch
     from stvsr.ops.backends import resolve
+    from stvsr.runner import ModelFacts, pad_frames
 
     device = torch.device(device_name)
     clock = CLOCKS[clock_name]
@@ -103,10 +103,8 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
     torch.manual_seed(0)
     model = build_arch(OFFICIAL[model_name]).to(device)
     b, n, h, w = MODEL_CASES.get(model_name, {}).get(case, CASES[case])
-    d = model.size_divisor
-    ph, pw = -(-h // d) * d, -(-w // d) * d
-    x = torch.rand(b, n, 3, h, w, device=device)
-    x = F.pad(x.view(b * n, 3, h, w), (0, pw - w, 0, ph - h)).view(b, n, 3, ph, pw)
+    x, _ = pad_frames(torch.rand(b, n, 3, h, w, device=device), ModelFacts.of(model).size_multiple)
+    ph, pw = x.shape[-2:]
     record = {
         "model": model_name,
         "case": case,

@@ -11,17 +11,17 @@ from data_support import shared, to_uint8
 from stvsr.data import DataError, VideoFolder, build_dataset
 from stvsr.data.degrade import bd_downscale, bi_downscale
 from stvsr.data.io import image_shape, read_image, write_image
-from stvsr.data.video_folder import window_starts
+from stvsr.runner import window_starts
 
 VID4 = {"calendar": (41, 576, 720), "city": (34, 576, 704), "foliage": (49, 480, 720), "walk": (47, 480, 720)}
 
 
 def test_window_starts_follow_the_full_protocol() -> None:
-    assert window_starts(41) == [0, 6, 12, 18, 24, 30, 34]  # calendar: tail window ends on frame 40
-    assert window_starts(34) == [0, 6, 12, 18, 24, 27]
-    assert window_starts(49) == [0, 6, 12, 18, 24, 30, 36, 42]  # foliage: covered without a tail
-    assert window_starts(47)[-1] == 40
-    assert window_starts(7) == [0] and window_starts(6) == []
+    assert window_starts(41, 7, 6) == [0, 6, 12, 18, 24, 30, 34]  # calendar: tail window ends on frame 40
+    assert window_starts(34, 7, 6) == [0, 6, 12, 18, 24, 27]
+    assert window_starts(49, 7, 6) == [0, 6, 12, 18, 24, 30, 36, 42]  # foliage: covered without a tail
+    assert window_starts(47, 7, 6)[-1] == 40
+    assert window_starts(7, 7, 6) == [0] and window_starts(6, 7, 6) == []
 
 
 def test_vid4_gt_loads_as_four_clips_with_their_lengths_and_sizes() -> None:

@@ -1,22 +1,12 @@
-"""stvsr.eval.protocol: window plans (Vid4 counts for both tail rules), padding, averaging, report and CSV."""
+"""stvsr.eval.protocol: window plans (Vid4 counts for both tail rules), averaging, report and CSV."""
 
 from __future__ import annotations
 
 import csv
 
 import pytest
-import torch
 
-from stvsr.eval.protocol import (
-    Protocol,
-    Results,
-    crop_output,
-    pad_frames,
-    plan_windows,
-    run_padded,
-    scored_count,
-    self_ensemble,
-)
+from stvsr.eval.protocol import Protocol, Results, plan_windows, scored_count
 
 VID4 = {"calendar": 41, "city": 34, "foliage": 49, "walk": 47}
 
@@ -86,39 +76,6 @@ def test_protocol_validation_and_description() -> None:
     for part in ("color=y", "crop_border=0", "window=7", "stride=6", "tail=all", "pad_multiple=8", "pad_mode=zero",
                  "self_ensemble=False", "degradation=BI", "scale=4"):  # fmt: skip
         assert part in text
-
-
-def test_padding_and_crop() -> None:
-    x = torch.rand(1, 4, 3, 144, 180)
-    padded, size = pad_frames(x, 8)
-    assert padded.shape[-2:] == (144, 184) and size == (144, 180)
-    assert torch.equal(padded[..., :180], x) and not padded[..., 180:].any()
-    rep, _ = pad_frames(x, 8, "replicate")
-    assert torch.equal(rep[..., 180:], x[..., 179:180].expand(-1, -1, -1, -1, 4))
-    same, _ = pad_frames(x, 4)
-    assert same is x
-    y = torch.rand(1, 7, 3, 576, 736)
-    assert crop_output(y, size, 4).shape[-2:] == (576, 720)
-
-
-def _nearest_x4(x: torch.Tensor) -> torch.Tensor:
-    """A stand-in model with divisor 8: nearest x4 per frame, intermediate = left neighbour."""
-    if x.shape[-1] % 8 or x.shape[-2] % 8:
-        raise ValueError("not padded")
-    up = x.repeat_interleave(4, -1).repeat_interleave(4, -2)
-    return torch.stack([up[:, i // 2] for i in range(2 * x.shape[1] - 1)], 1)
-
-
-def test_run_padded_and_self_ensemble() -> None:
-    x = torch.rand(1, 4, 3, 10, 13)
-    out = run_padded(_nearest_x4, x, Protocol(), divisor=8)
-    assert out.shape == (1, 7, 3, 40, 52)
-    torch.testing.assert_close(out[:, 0, :, ::4, ::4], x[:, 0])
-    # an equivariant model is unchanged by the x8 self-ensemble (which pads each orientation itself)
-    ens = self_ensemble(lambda v: run_padded(_nearest_x4, v, Protocol(), 8), x)
-    torch.testing.assert_close(ens, out)
-    with pytest.raises(ValueError, match="not a multiple"):
-        run_padded(_nearest_x4, x, Protocol(pad_multiple=4), divisor=8)
 
 
 def _values(v: float) -> dict[str, float]:

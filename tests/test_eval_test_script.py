@@ -168,7 +168,7 @@ def test_errors_before_computation(tmp_path: Path, capsys) -> None:
 def test_every_registered_model_has_official_settings_for_model_flag():
     """`codes/test.py --model <name>` builds the official settings of every registered architecture."""
     from stvsr.archs import ARCHS, arch_arguments
-    from stvsr.eval.cli import OFFICIAL_NETWORKS
+    from stvsr.eval.model_setup import OFFICIAL_NETWORKS
 
     assert set(OFFICIAL_NETWORKS) == set(ARCHS)
     for name, network in OFFICIAL_NETWORKS.items():

@@ -22,8 +22,9 @@ from stvsr.checkpoint import save_state_dict
 from stvsr.data.io import list_images, read_image, write_image
 from stvsr.eval.metrics import quantize
 from stvsr.eval.protocol import Protocol, plan_windows
-from stvsr.infer import InferError, infer_video, lr_windows, upsample_stream
+from stvsr.infer import InferError, infer_video, upsample_stream
 from stvsr.infer.cli import main
+from stvsr.runner import stream_windows
 
 av = pytest.importorskip("av")
 
@@ -109,7 +110,7 @@ def clip_frames(clip: Path) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def tiny_zsm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A -opt YAML for a tiny random ZSM and its checkpoint. The random output is rescaled to a realistic spread
-    (std 0.25), as in tests/test_eval_tiling.py, so that tiling differences are measured against real contrast."""
+    (std 0.25), as in tests/test_runner_tiling.py, so that tiling differences are measured against real contrast."""
     import yaml
 
     root = tmp_path_factory.mktemp("tiny_zsm")
@@ -145,7 +146,7 @@ def _bicubic(frames: list[np.ndarray]) -> np.ndarray:
 def test_windows_cover_every_frame_once(window: int) -> None:
     """Every input frame is used, the tail included; outputs are (N-1)t+1 in order, none repeated or dropped."""
     for n in range(1, 40):
-        plan = list(lr_windows(range(n), window))
+        plan = list(stream_windows(range(n), window))
         assert all(frames == list(range(s, s + len(frames))) for s, frames in plan)
         assert sorted({i for _, frames in plan for i in frames}) == list(range(n))
         assert all(len(frames) == min(window, n) for _, frames in plan)
@@ -216,7 +217,7 @@ def test_tiny_zsm_video_and_tiling(
 ) -> None:
     """A tiny random ZSM from -opt: the 46x34 clip (padded to 48x36 inside) gives 2N-1 frames of 184x136.
     Tiled (24x24 LR tiles, overlap 12) agrees with untiled to the evaluator's tolerance (>= 50 dB, as
-    tests/test_eval_tiling.py) on frames whose size is a multiple of 4 (otherwise the untiled run sees the zero
+    tests/test_runner_tiling.py) on frames whose size is a multiple of 4 (otherwise the untiled run sees the zero
     padding at the bottom/right edge and the tiles do not: ~31 dB, differences along those edges only)."""
     out = tmp_path / "zsm.mp4"
     assert _run("-opt", tiny_zsm, "-i", clip, "-o", out) == 0

@@ -27,21 +27,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS
+from ..runner import window_starts
 from .augment import to_tensor
 from .degrade import degrade, modcrop
 from .io import DataError, image_shape, list_clips, list_images, read_image, require_dir
 from .options import NONE, PATH, Key, resolve_options
-
-
-def window_starts(length: int, size: int = 7, stride: int = 6) -> list[int]:
-    """Start indices of ``size``-frame windows: 0, stride, ... while they fit, then one ending on the last
-    frame if it is not covered yet (the full protocol); a clip shorter than ``size`` has none."""
-    if length < size:
-        return []
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] + size < length:
-        starts.append(length - size)
-    return starts
 
 
 @dataclass

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from stvsr.errors import StvsrError
+from stvsr.runner import ModelFacts, window_forward
 
 from .metrics import calculate_psnr, calculate_ssim, quantize
-from .protocol import Protocol, Results, plan_windows, run_padded, self_ensemble
-from .tiling import tiled_forward
+from .protocol import Protocol, Results, plan_windows
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ __all__ = [
     "check_clips",
     "check_frames_decode",
     "evaluate_clips",
+    "protocol_forward",
     "score_frame",
-    "window_runner",
 ]
 
 
@@ -118,22 +118,25 @@ def score_frame(output: np.ndarray, gt: np.ndarray, crop_border: int = 0) -> dic
     }
 
 
-def window_runner(
-    model: Callable[[torch.Tensor], torch.Tensor], protocol: Protocol, divisor: int, scale: int
+def protocol_forward(
+    model: Callable[[torch.Tensor], torch.Tensor], protocol: Protocol
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One LR window (B, N, 3, h, w) -> the model's output, padded to the model's multiple (and cropped back),
-    on overlapping tiles when ``protocol.tile`` is set. ``model`` is any callable with the model contract
-    (``stvsr.infer`` passes a time-factor forward)."""
-
-    def run_tile(x: torch.Tensor) -> torch.Tensor:
-        return run_padded(model, x, protocol, divisor)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if protocol.tile is None:
-            return run_tile(x)
-        return tiled_forward(run_tile, x, protocol.tile, protocol.tile_overlap, scale)
-
-    return run
+    """One LR window (B, N, 3, h, w) -> ``model``'s output, padded to the protocol's multiple, tiled and
+    self-ensembled as ``protocol`` says (:func:`stvsr.runner.window_forward`)."""
+    multiple = ModelFacts.of(model).size_multiple
+    try:
+        return window_forward(
+            model,
+            protocol.scale,
+            protocol.resolved_pad(multiple),
+            multiple,
+            protocol.pad_mode,
+            protocol.tile,
+            protocol.tile_overlap,
+            protocol.self_ensemble,
+        )
+    except ValueError as exc:  # a pad_multiple that does not fit the model
+        raise EvalError(f"protocol.pad_multiple: {exc}") from None
 
 
 @torch.no_grad()
@@ -147,21 +150,21 @@ def evaluate_clips(
     progress: bool = True,
 ) -> Results:
     """Evaluate ``model`` on ``clips`` (objects like :class:`stvsr.data.video_folder.Clip`)."""
-    divisor = int(getattr(model, "size_divisor", 1))
-    scale = int(getattr(model, "upscale", protocol.scale))
+    facts = ModelFacts.of(model)
+    scale = facts.upscale
     if scale != protocol.scale:
         raise EvalError(f"the model upscales x{scale} but the protocol (and data) are x{protocol.scale}")
-    fixed = getattr(model, "input_frames", None)  # a model that takes exactly this many LR frames (RSTT: 4)
+    fixed = facts.input_frames  # a model that takes exactly this many LR frames (RSTT: 4)
     if fixed and (protocol.window + 1) // 2 != fixed:
         raise EvalError(
             f"{type(model).__name__} takes exactly {fixed} LR frames per call, but protocol.window {protocol.window} "
             f"feeds {(protocol.window + 1) // 2}: set protocol.window to {2 * fixed - 1}"
         )
     check_clips(clips, protocol)
-    results = Results(protocol, model_name, divisor)
+    results = Results(protocol, model_name, facts.size_multiple)
     model.eval()
     device = torch.device(device)
-    run = window_runner(model, protocol, divisor, scale)
+    run = protocol_forward(model, protocol)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -198,7 +201,7 @@ def _evaluate(
         names = clip.frame_names
         for window in plan_windows(len(clip), protocol, clip.name):
             x = clip.lq_frames(list(window.inputs)).unsqueeze(0).to(device)
-            y = self_ensemble(run, x) if protocol.self_ensemble else run(x)
+            y = run(x)
             expected = (1, len(window.outputs), 3, scale * x.shape[-2], scale * x.shape[-1])
             if tuple(y.shape) != expected:
                 raise EvalError(f"model output {tuple(y.shape)} for input {tuple(x.shape)}; expected {expected}")

@@ -7,9 +7,6 @@
   ``tail='all'`` (default) scores every frame once (171 on Vid4, as STDAN, TMNet and RSTT);
   ``tail='official_zsm'`` reproduces the official Zooming Slow-Mo script (``test_index_generation`` after
   commit c86c6b9), whose tail window is never added: 160 of 171 Vid4 frames.
-- :func:`pad_frames` / :func:`crop_output`: pad LR frames bottom/right to the model's multiple (zero, as the
-  official scripts, or replicate) and crop the output back.
-- :func:`self_ensemble`: the optional x8 geometric self-ensemble (flips and transposition).
 - :class:`Results`: per-frame metrics -> per-clip means -> mean over clips (the papers' number), plus the
   pooled mean over all frames; the report text and the per-frame CSV (written atomically).
 """
@@ -20,33 +17,25 @@ import csv
 import dataclasses
 import io
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from stvsr.atomic import atomic_write
 from stvsr.registry import did_you_mean
-
-from .tiling import DEFAULT_OVERLAP
+from stvsr.runner import DEFAULT_OVERLAP, PAD_MODES, window_starts
 
 __all__ = [
     "METRICS",
     "Protocol",
     "Results",
     "Window",
-    "crop_output",
-    "pad_frames",
     "plan_windows",
-    "self_ensemble",
 ]
 
 COLORS = ("y", "rgb")
 TAILS = ("all", "official_zsm")
-PAD_MODES = ("zero", "replicate")
 DEGRADATIONS = ("BI", "BD", "folder")
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
@@ -60,7 +49,7 @@ class Protocol:
     model it compared, see ``specs/evaluation.md`` section 5: set 8 to reproduce that). ``degradation`` says
     where the LR frames come from: 'BI' or 'BD' made from GT by ``stvsr.data.degrade``, or 'folder' (read from
     ``dataroot_LQ``; then say in ``lr_source`` what made them). ``tile`` (LR pixels, None = whole frames) and
-    ``tile_overlap`` run the model on overlapping spatial tiles (:mod:`stvsr.eval.tiling`) to bound memory;
+    ``tile_overlap`` run the model on overlapping spatial tiles (:mod:`stvsr.runner.tiling`) to bound memory;
     they change the output slightly and are printed only when set.
     """
 
@@ -154,17 +143,6 @@ class Window:
     scored: tuple[tuple[int, int], ...] = field(default=())
 
 
-def window_starts(length: int, protocol: Protocol) -> list[int]:
-    """Window starts for a clip of ``length`` frames (see the module docstring for the two tail rules)."""
-    size, stride = protocol.window, protocol.stride
-    if length < size:
-        return []
-    starts = list(range(0, length - size + 1, stride))
-    if protocol.tail == "all" and starts[-1] + size < length:
-        starts.append(length - size)  # may feed odd LR frames; its already-scored frames are skipped
-    return starts
-
-
 def plan_windows(length: int, protocol: Protocol | None = None, name: str = "clip") -> list[Window]:
     """The windows of a clip of ``length`` frames; each frame is scored at most once (from the first window
     that covers it). ``official_zsm`` leaves uncovered tail frames unscored."""
@@ -176,7 +154,7 @@ def plan_windows(length: int, protocol: Protocol | None = None, name: str = "cli
         )
     seen: set[int] = set()
     plan = []
-    for start in window_starts(length, protocol):
+    for start in window_starts(length, protocol.window, protocol.stride, cover_tail=protocol.tail == "all"):
         outputs = tuple(range(start, start + protocol.window))
         scored = tuple((pos, t) for pos, t in enumerate(outputs) if t not in seen)
         seen.update(outputs)
@@ -186,65 +164,6 @@ def plan_windows(length: int, protocol: Protocol | None = None, name: str = "cli
 
 def scored_count(length: int, protocol: Protocol | None = None) -> int:
     return sum(len(w.scored) for w in plan_windows(length, protocol))
-
-
-def pad_frames(x: torch.Tensor, multiple: int, mode: str = "zero") -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad (..., h, w) bottom/right to multiples of ``multiple``; returns the padded tensor and (h, w)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not (ph or pw):
-        return x, (h, w)
-    if mode == "zero":
-        return F.pad(x, (0, pw, 0, ph)), (h, w)
-    if mode != "replicate":
-        raise ValueError(f"pad mode must be one of {', '.join(PAD_MODES)}, got {mode!r}")
-    lead = x.shape[:-3]
-    flat = x.reshape(-1, *x.shape[-3:])
-    return F.pad(flat, (0, pw, 0, ph), mode="replicate").reshape(*lead, x.shape[-3], h + ph, w + pw), (h, w)
-
-
-def crop_output(y: torch.Tensor, size: tuple[int, int], scale: int) -> torch.Tensor:
-    """Crop a model output (..., H, W) back to ``scale * size``."""
-    return y[..., : scale * size[0], : scale * size[1]]
-
-
-def run_padded(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, protocol: Protocol, divisor: int):
-    """Pad the LR window (B, N, 3, h, w), run the model, crop the output to (B, 2N-1, 3, s*h, s*w)."""
-    multiple = protocol.resolved_pad(divisor)
-    if multiple % max(divisor, 1):
-        raise ValueError(f"protocol.pad_multiple {multiple} is not a multiple of the model's size_divisor {divisor}")
-    padded, size = pad_frames(x, multiple, protocol.pad_mode)
-    return crop_output(model(padded), size, protocol.scale)
-
-
-_TRANSFORMS = [(False, False, False), (True, False, False), (False, True, False), (True, True, False)]
-_TRANSFORMS += [(h, v, True) for h, v, _ in _TRANSFORMS]
-
-
-def _apply(x: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
-    if hflip:
-        x = x.flip(-1)
-    if vflip:
-        x = x.flip(-2)
-    return x.transpose(-1, -2) if transpose else x
-
-
-def _invert(y: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
-    if transpose:
-        y = y.transpose(-1, -2)
-    if vflip:
-        y = y.flip(-2)
-    return y.flip(-1) if hflip else y
-
-
-def self_ensemble(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """x8 geometric self-ensemble: mean of the outputs for the 8 flips/transpositions of the input, each
-    mapped back (each orientation is padded on its own by ``run``)."""
-    total = None
-    for t in _TRANSFORMS:
-        y = _invert(run(_apply(x, *t)), *t)
-        total = y if total is None else total + y
-    return total / len(_TRANSFORMS)
 
 
 @dataclass

@@ -21,13 +21,13 @@ import torch
 
 from stvsr.atomic import atomic_write
 from stvsr.device import default_device
+from stvsr.runner import ModelFacts
 from stvsr.schema import Key, OptionsError, repo_root, resolve_path
 
-from .cli import MODEL_SCHEMA, NONE, OPT_STR, EvalError, build_model, choose_network, load_yaml, model_help
-from .evaluator import score_frame
+from .evaluator import EvalError, protocol_forward, score_frame
 from .metrics import quantize
-from .protocol import Protocol, Results, run_padded, self_ensemble
-from .tiling import tiled_forward
+from .model_setup import MODEL_SCHEMA, NONE, OPT_STR, build_model, choose_network, load_yaml, model_help
+from .protocol import Protocol, Results
 
 logger = logging.getLogger("stvsr.test_vimeo")
 
@@ -154,16 +154,8 @@ def build_split(settings: dict[str, Any], split: str) -> tuple[Any, int]:
 @torch.no_grad()
 def evaluate_split(model: torch.nn.Module, dataset: Any, settings: dict[str, Any], label: str) -> Results:
     protocol: Protocol = settings["protocol"]
-    divisor = int(getattr(model, "size_divisor", 1))
-    results = Results(protocol, label, divisor)
-
-    def run_tile(x: torch.Tensor) -> torch.Tensor:
-        return run_padded(model, x, protocol, divisor)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if protocol.tile is None:
-            return run_tile(x)
-        return tiled_forward(run_tile, x, protocol.tile, protocol.tile_overlap, protocol.scale)
+    results = Results(protocol, label, ModelFacts.of(model).size_multiple)
+    run = protocol_forward(model, protocol)
 
     items = range(len(dataset))
     if settings["progress"]:
@@ -173,7 +165,7 @@ def evaluate_split(model: torch.nn.Module, dataset: Any, settings: dict[str, Any
     for i in items:
         sample = dataset[i]
         x = sample["LQs"][None].to(settings["device"])
-        y = self_ensemble(run, x) if protocol.self_ensemble else run(x)
+        y = run(x)
         out = quantize(y[0].float().cpu().permute(0, 2, 3, 1).numpy())
         gt = quantize(sample["GT"].permute(0, 2, 3, 1).numpy())  # exact: GT was uint8 / 255
         if out.shape != gt.shape:
@@ -242,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.write_csv(out_dir / f"{settings['name']}_{split}.csv")
         rows.append((split, len(dataset), missing, listed, results.overall()))
         parts.append(f"[{split}] list {settings['lists'][split]}\n{results.report()}")
-    header = [f"model: {label}", f"protocol: {protocol.describe(getattr(model, 'size_divisor', 1))}"]
+    header = [f"model: {label}", f"protocol: {protocol.describe(ModelFacts.of(model).size_multiple)}"]
     report = "\n".join([*header, "", table(rows, protocol)])
     print(report)
     atomic_write(out_dir / f"{settings['name']}_table.txt", report + "\n\n" + "\n\n".join(parts) + "\n")

@@ -7,7 +7,7 @@
 Options come from flags, from a YAML file (``-opt``: an inference YAML such as ``options/test/infer_zsm.yml``,
 whose ``infer:`` section holds the flags below with underscores, or a test YAML, of which ``network_G``,
 ``path.pretrain_model_G`` and ``device`` are used), or both (flags win). The model is built and its checkpoint
-checked exactly as ``codes/test.py`` does (:func:`stvsr.eval.cli.build_model`).
+checked exactly as ``codes/test.py`` does (:func:`stvsr.eval.model_setup.build_model`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any
 import torch
 
 from stvsr.device import default_device
-from stvsr.eval.cli import NONE, OPT_STR, TEST_SCHEMA, EvalError, build_model, choose_network, load_yaml, model_help
-from stvsr.eval.tiling import DEFAULT_OVERLAP
+from stvsr.eval.evaluator import EvalError
+from stvsr.eval.model_setup import NONE, OPT_STR, TEST_SCHEMA, build_model, choose_network, load_yaml, model_help
+from stvsr.runner import DEFAULT_OVERLAP
 from stvsr.schema import Key
 
 from .engine import DEFAULT_WINDOW, PRECISIONS, infer_video

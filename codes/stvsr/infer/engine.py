@@ -1,7 +1,7 @@
 """Run a model over a whole sequence as a stream: overlapping windows of LR frames, outputs stitched in order.
 
-Windows are those of the evaluation protocol (:func:`stvsr.eval.protocol.plan_windows` with its default 7 HR
-frames / stride 6 and ``tail='all'``), computed on the fly because a stream's length is not known in advance:
+Windows are those of the evaluation protocol (its default 7 HR frames / stride 6 and ``tail='all'``), planned
+on the fly by :func:`stvsr.runner.stream_windows` because a stream's length is not known in advance:
 ``window`` LR frames (4 by default, the frames the official ZSM/STDAN test scripts feed), consecutive windows
 sharing one LR frame, and a last window ending at the last frame (it may overlap its predecessor more). Each
 output frame is taken from the first window that produces it, so N input frames give ``(N-1)*t+1`` output
@@ -14,59 +14,34 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from stvsr.eval.evaluator import window_runner
 from stvsr.eval.metrics import quantize
 from stvsr.eval.protocol import Protocol
-from stvsr.eval.tiling import DEFAULT_OVERLAP
+from stvsr.runner import DEFAULT_OVERLAP, ModelFacts, stream_windows, window_forward
 
 from .media import FolderSink, InferError, MediaInfo, VideoSink, check_writable, is_video_path, open_source
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InferReport", "WindowRunner", "infer_video", "lr_windows", "upsample_stream"]
+__all__ = ["InferReport", "WindowRunner", "infer_video", "upsample_stream"]
 
 DEFAULT_WINDOW = (Protocol().window + 1) // 2  # 4 LR frames: the protocol's 7-frame window, every other frame
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def lr_windows(frames: Iterable[Any], window: int = DEFAULT_WINDOW) -> Iterator[tuple[int, list[Any]]]:
-    """``(start, frames)`` of each window over a stream of LR frames, holding at most ``window`` frames.
-
-    Windows start at 0, ``window-1``, ``2(window-1)``, ... while they fit; if frames remain after the last one,
-    a tail window of the last ``window`` frames follows. A stream shorter than ``window`` is one window of all
-    its frames. The same windows as ``plan_windows(2N-1)`` of the protocol (tested).
-    """
-    if window < 2:
-        raise ValueError(f"window must be >= 2 LR frames, got {window}")
-    buf: deque = deque(maxlen=window)
-    start, covered, n = 0, -1, 0
-    for i, frame in enumerate(frames):
-        buf.append(frame)
-        n = i + 1
-        if i == start + window - 1:
-            yield start, list(buf)
-            covered, start = i, i
-    if covered < n - 1:
-        first = max(0, n - window)
-        yield first, list(buf)[first - n :]
-
-
 class WindowRunner:
     """One window of uint8 RGB LR frames -> its uint8 RGB output frames ((N-1)*time_factor+1 of them).
 
-    Pads to the model's ``size_divisor`` and tiles (``tile``/``tile_overlap`` LR pixels) exactly as the evaluator
-    does (:func:`stvsr.eval.evaluator.window_runner`). ``time_factor`` other than 2 needs a model with
+    Pads to the model's size multiple and tiles (``tile``/``tile_overlap`` LR pixels) with
+    :func:`stvsr.runner.window_forward`, as the evaluator does. ``time_factor`` other than 2 needs a model with
     ``supports_time_factor`` (its ``forward_times(lqs, time_factor)``). ``precision`` fp16/bf16 runs the model
     under CUDA autocast.
     """
@@ -89,7 +64,8 @@ class WindowRunner:
         if not isinstance(time_factor, int) or time_factor < 2:
             raise InferError(f"--time-factor {time_factor}: expected an integer >= 2 (2, 4 or 8)")
         name = type(model).__name__
-        if time_factor != 2 and not getattr(model, "supports_time_factor", False):
+        facts = ModelFacts.of(model)
+        if time_factor != 2 and not facts.supports_time_factor:
             raise InferError(
                 f"--time-factor {time_factor}: {name} produces one intermediate frame per pair only (x2); "
                 f"arbitrary time factors need a model with forward_times (SAFA)"
@@ -101,17 +77,17 @@ class WindowRunner:
         self.model = model.to(self.device).eval()
         self.time_factor = time_factor
         self.precision = precision
-        self.scale = int(getattr(model, "upscale", 4))
-        self.divisor = int(getattr(model, "size_divisor", 1))
-        self.fixed_frames = getattr(model, "input_frames", None)
+        self.scale = facts.upscale
+        self.fixed_frames = facts.input_frames
         forward: Callable[[torch.Tensor], torch.Tensor] = self.model
         if time_factor != 2:
 
             def forward(x: torch.Tensor) -> torch.Tensor:
                 return self.model.forward_times(x, time_factor)
 
-        protocol = Protocol(scale=self.scale, pad_mode=pad_mode, tile=tile, tile_overlap=tile_overlap)
-        self._run = window_runner(forward, protocol, self.divisor, self.scale)
+        self._run = window_forward(
+            forward, self.scale, facts.size_multiple, facts.size_multiple, pad_mode, tile, tile_overlap
+        )
 
     def output_count(self, n: int) -> int:
         return (n - 1) * self.time_factor + 1
@@ -143,7 +119,7 @@ def upsample_stream(
 ) -> Iterator[np.ndarray]:
     """Output frames, in order, of a stream of LR frames: ``(N-1)*time_factor+1`` for N inputs."""
     next_out = 0
-    for start, batch in lr_windows(frames, window):
+    for start, batch in stream_windows(frames, window):
         if len(batch) < 2:
             raise InferError("the input has a single frame: at least 2 are needed to interpolate between them")
         out = runner(batch)
@@ -216,7 +192,7 @@ def infer_video(
     """
     if window < 2:
         raise InferError(f"--window {window}: expected >= 2 LR frames")
-    fixed = getattr(model, "input_frames", None)  # a model that takes exactly this many LR frames (RSTT: 4)
+    fixed = ModelFacts.of(model).input_frames  # a model that takes exactly this many LR frames (RSTT: 4)
     if fixed and window != fixed:
         raise InferError(
             f"--window {window}: {type(model).__name__} takes exactly {fixed} LR frames per call: use --window {fixed}"

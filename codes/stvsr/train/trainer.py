@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from stvsr import options as options_mod
@@ -531,17 +530,16 @@ class Trainer:
     def _predict(
         self, model: torch.nn.Module, lqs: torch.Tensor, size: torch.Size, time: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``model`` on one sample's LR frames, zero-padded to its size divisor and cropped back to ``size``; with
-        the sample's time stamps ``time`` (n,) when it carries them (``model(lqs, time)``, e.g. TMNet)."""
+        """``model`` on one sample's LR frames, zero-padded to its size multiple and cropped back to ``size``
+        (:func:`stvsr.runner.run_padded`); with the sample's time stamps ``time`` (n,) when it carries them
+        (``model(lqs, time)``, e.g. TMNet)."""
+        from stvsr.runner import ModelFacts, run_padded
+
         args = () if time is None else (time_argument(model, time[None]).to(self.device),)
-        lqs = lqs[None].to(self.device)
-        divisor = int(getattr(model, "size_divisor", 1))
-        h, w = lqs.shape[-2:]
-        ph, pw = (-h) % divisor, (-w) % divisor
-        if ph or pw:
-            lqs = F.pad(lqs.flatten(0, 1), (0, pw, 0, ph)).unflatten(0, lqs.shape[:2])
+        facts = ModelFacts.of(model)
         with self._autocast():
-            return model(lqs, *args)[0, ..., : size[0], : size[1]]
+            out = run_padded(lambda x: model(x, *args), lqs[None].to(self.device), facts.size_multiple, facts.upscale)
+        return out[0, ..., : size[0], : size[1]]
 
     def _log_triplet(self, sample: dict[str, Any], out_np: np.ndarray, gt_np: np.ndarray) -> None:
         from stvsr.archs import build_arch

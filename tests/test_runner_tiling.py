@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from stvsr.archs import build_arch
-from stvsr.eval.protocol import Protocol, run_padded
-from stvsr.eval.tiling import DEFAULT_OVERLAP, tile_starts, tiled_forward
+from stvsr.runner import DEFAULT_OVERLAP, run_padded, tile_starts, tiled_forward
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
@@ -49,7 +48,7 @@ def test_tiled_zsm_matches_untiled() -> None:
     x = torch.nn.functional.interpolate(torch.rand(2, 3, 36, 45), size=(144, 180), mode="bilinear")[None]
 
     def run(v: torch.Tensor) -> torch.Tensor:
-        return run_padded(model, v, Protocol(), model.size_divisor)
+        return run_padded(model, v, model.size_divisor, 4)
 
     with torch.no_grad():
         ref = run(x)

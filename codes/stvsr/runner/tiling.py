@@ -2,14 +2,14 @@
 
 :func:`tiled_forward` cuts an LR window (B, N, 3, h, w) into overlapping tiles of at most ``tile`` x ``tile``
 LR pixels, runs each tile on its own (``run`` pads each tile to the model's multiple and crops back, see
-:func:`stvsr.eval.protocol.run_padded`), and blends the outputs: inside the overlap between two tiles each
+:func:`stvsr.runner.run_padded`), and blends the outputs: inside the overlap between two tiles each
 tile's weight falls linearly towards its own border, so that the pixels a tile computes with the least
 context (its edges) count least; away from any neighbour the weight is 1. Weights are normalised, so a model
 that ignores context gives exactly the untiled output.
 
 Tiles are not a protocol setting of the papers: they change the output slightly (the network sees less
-context); the report prints them. Temporal length is handled by the evaluator's windows (one 7-frame window in
-memory at a time), so memory does not grow with clip length either.
+context); the report prints them. Temporal length is handled by the windows (:mod:`stvsr.runner.windows`: one
+7-frame window in memory at a time), so memory does not grow with clip length either.
 """
 
 from __future__ import annotations
