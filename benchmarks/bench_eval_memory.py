@@ -16,21 +16,18 @@ import subprocess
 import sys
 import time
 
-NETWORKS = {
-    "zsm": {"which_model_G": "LunaTokis", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
-    "stdan": {"which_model_G": "STTrans2", "nf": 64, "nframes": 7, "embed_dim": 72},
-}
+NETWORKS = {"zsm": "LunaTokis", "stdan": "STTrans2"}  # built with their official settings
 
 
 def child(model: str, tile: int, overlap: int, threads: int, height: int = 144, width: int = 180) -> None:
     import torch
 
-    from stvsr.archs import build_arch
+    from stvsr.archs import build_arch, official_network
     from stvsr.ops.backends import resolve
     from stvsr.runner import ModelFacts, window_forward
 
     torch.set_num_threads(threads)
-    net = build_arch(NETWORKS[model]).eval()
+    net = build_arch(official_network(NETWORKS[model])).eval()
     x = torch.rand(1, 4, 3, height, width)
     facts = ModelFacts.of(net)
     run = window_forward(net, facts.upscale, facts.size_multiple, facts.size_multiple, tile=tile or None,

@@ -22,9 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stvsr.eval.model_setup import OFFICIAL_NETWORKS
+from stvsr.archs import official_network
 
-ZSM = {"which_model_G": "LunaTokis", **OFFICIAL_NETWORKS["LunaTokis"]}
+ZSM = official_network("LunaTokis")
 NETWORKS = {
     "zsm": ZSM,
     "zsm-small": {**ZSM, "nf": 16, "front_RBs": 1, "back_RBs": 1},

@@ -4,9 +4,9 @@
                                       [--repeats 3] [--threads N] [--device cpu|cuda] [--json out.json]
 
 Cases (the official sizes):
-  train  one training step at B=2, 4x3x32x32 LR (-> 7x3x128x128): forward, Charbonnier (sum) loss (or the
-         model's own ``training_loss`` around it), backward, Adam step; the forward alone is timed too (``fwd``
-         column, grad enabled). The pair models at their own training shapes: SAFA B=2, 2x3x32x32 (128x128 HR
+  train  one training step at B=2, 4x3x32x32 LR (-> 7x3x128x128): the model's ``training_objective`` with a
+         Charbonnier (sum) criterion, backward, Adam step; the objective (forward and loss, grad enabled) alone
+         is timed too (``fwd`` column). The pair models at their own training shapes: SAFA B=2, 2x3x32x32 (128x128 HR
          crops), STARnet B=1, 2x3x64x112 (a full Vimeo triplet)
   fwd    inference forward (eval, no grad) at the training shape
   vid4   inference forward at 1x4x3x144x180 (one Vid4 window); zero-padded bottom/right to the model's
@@ -36,34 +36,11 @@ import subprocess
 import sys
 import time
 
-OFFICIAL = {
-    "zsm": {"which_model_G": "LunaTokis", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
-    "stdan": {"which_model_G": "STTrans2", "nf": 64, "nframes": 7, "embed_dim": 72},
-    "msitf": {"which_model_G": "MSITF", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
-    # TMNet in its 4 -> 7 mode without time stamps (stage 1 training, the Vid4 evaluation)
-    "tmnet": {"which_model_G": "TMNet", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},
-    "safa": {"which_model_G": "SAFA"},
-    "starnet": {
-        "which_model_G": "STARnet",
-        "base_filter": 256,
-        "feat": 64,
-        "num_stages": 3,
-        "n_resblock": 5,
-        "scale_factor": 4,
-    },
-    # RSTT-S / M / L (configs/RSTT-{S,M,L}.yml): no deformable convolution, exactly 4 LR frames in
-    **{
-        f"rstt_{v}": {
-            "which_model_G": "RSTT",
-            "embed_dim": 96,
-            "depths": [d] * 8,
-            "num_heads": [2, 4, 8, 16, 16, 8, 4, 2],
-            "window_sizes": [[4, 4]] * 8,
-            "back_RBs": 0,
-        }
-        for v, d in (("s", 4), ("m", 6), ("l", 8))
-    },
-}
+# benchmark name -> the registered architecture, built with its official settings (StvsrArch.official_settings);
+# TMNet runs in its 4 -> 7 mode without time stamps (stage 1 training, the Vid4 evaluation); RSTT-S / M / L
+# (configs/RSTT-{S,M,L}.yml): no deformable convolution, exactly 4 LR frames in
+OFFICIAL = {"zsm": "LunaTokis", "stdan": "STTrans2", "msitf": "MSITF", "tmnet": "TMNet", "safa": "SAFA",
+            "starnet": "STARnet", "rstt_s": "RSTT-S", "rstt_m": "RSTT-M", "rstt_l": "RSTT-L"}  # fmt: skip
 CASES = {"train": (2, 4, 32, 32), "fwd": (2, 4, 32, 32), "vid4": (1, 4, 144, 180)}
 # the pair models' own training shapes (B, N LR frames, h, w): SAFA 128x128 HR crops (6 per GPU officially),
 # STARnet full Vimeo triplets (one per replica officially)
@@ -76,6 +53,14 @@ OFFICIAL_ZSM_STEP_S = (7.4, 10.7)
 
 
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def official_network(arch: str) -> dict:
+    """The ``network_G`` of a registered architecture's official settings; ``RSTT-M`` names an RSTT variant."""
+    from stvsr.archs import official_network as official
+    from stvsr.archs.rstt import RSTT
+
+    return RSTT.official_network(arch[len("RSTT-") :]) if arch.startswith("RSTT-") else official(arch)
 
 
 def _status_kib(field: str) -> int:
@@ -101,7 +86,7 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
     clock = CLOCKS[clock_name]
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    model = build_arch(OFFICIAL[model_name]).to(device)
+    model = build_arch(official_network(OFFICIAL[model_name])).to(device)
     b, n, h, w = MODEL_CASES.get(model_name, {}).get(case, CASES[case])
     x, _ = pad_frames(torch.rand(b, n, 3, h, w, device=device), ModelFacts.of(model).size_multiple)
     ph, pw = x.shape[-2:]
@@ -130,20 +115,15 @@ def worker(model_name: str, case: str, repeats: int, device_name: str, threads: 
         for i in range(repeats + 1):
             sync()
             start = clock()
-            out = model(x)
+            loss = model.training_objective(x, gt, charbonnier)
             sync()
             mid = clock()
-            loss = (
-                charbonnier(out, gt)
-                if not hasattr(model, "training_loss")
-                else model.training_loss(out, gt, charbonnier, None)
-            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sync()
             end = clock()
-            del out, loss
+            del loss
             if i:  # the first iteration is the warm-up
                 fwd_times.append(mid - start)
                 step_times.append(end - start)

@@ -8,7 +8,8 @@ import torch
 
 from stvsr.archs import ARCHS, build_arch
 from stvsr.archs.bicubic import Bicubic
-from stvsr.data.degrade import bi_downscale, imresize
+from stvsr.data.degrade import bi_downscale
+from stvsr.resize import imresize
 
 
 def test_registered_and_parameter_free() -> None:

@@ -178,26 +178,28 @@ def test_training_output_indices_and_loss():
     assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))  # head BN frozen
     x, gt = torch.rand(5, 4, 3, 8, 8), torch.rand(5, 7, 3, 32, 32)
     torch.manual_seed(3)
-    out = model(x)
+    out = model.supervised(x)
     torch.manual_seed(3)
     k = torch.randint(1, 6, (5,))
     assert isinstance(out, SAFATrainOutput) and out.frames.shape == (5, 3, 3, 32, 32)
     assert out.gt_index.tolist() == [[0, int(v), 6] for v in k]  # LR 0 and 3 = GT 0 and 6, t = k/6
-    loss = model.training_loss(out, gt, nn.L1Loss())
+    loss = model.supervised_loss(out, gt, nn.L1Loss())
     by_hand = sum((out.frames[b, i] - gt[b, out.gt_index[b, i]]).abs().mean() for i in range(3) for b in range(5)) / 5
     assert torch.allclose(loss, by_hand, atol=1e-6)
-    with_feature = model.training_loss(out, gt, nn.L1Loss(), lambda a, b: (a - b).pow(2).mean())
+    with_feature = model.supervised_loss(out, gt, nn.L1Loss(), lambda a, b: (a - b).pow(2).mean())
     assert with_feature > loss
+    torch.manual_seed(3)  # the objective is supervised_loss of supervised (same draws)
+    assert torch.equal(model.training_objective(x, gt, nn.L1Loss()), loss)
     # the supervised frames are inference() on LR frames 0 and 3 at [0, k/6, 1] (same draws: same seed)
     torch.manual_seed(4)
-    out = model(x[:1])
+    out = model.supervised(x[:1])
     torch.manual_seed(4)
     k = int(torch.randint(1, 6, (1,)))
     up = model.upsample(x[:1, [0, 3]]).flip(2).flatten(1, 2)
     by_inference = torch.stack(model.inference(up, torch.tensor([k / 6])), 1).flip(2)
     assert out.gt_index.tolist() == [[0, k, 6]] and torch.allclose(out.frames, by_inference, atol=1e-6)
     # two LR frames: t is always 0.5 (GT 0, 1, 2)
-    assert model(torch.rand(2, 2, 3, 8, 8)).gt_index.tolist() == [[0, 1, 2]] * 2
+    assert model.supervised(torch.rand(2, 2, 3, 8, 8)).gt_index.tolist() == [[0, 1, 2]] * 2
 
 
 def test_a_few_training_steps_lower_the_loss():
@@ -211,7 +213,7 @@ def test_a_few_training_steps_lower_the_loss():
     losses = []
     for _ in range(15):
         opt.zero_grad()
-        loss = model.training_loss(model(lr), gt, nn.L1Loss())
+        loss = model.training_objective(lr, gt, nn.L1Loss())
         loss.backward()
         assert model.block.getscale[4].weight.grad.abs().sum() > 0  # the straight-through gate gradient
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -114,9 +114,9 @@ def test_small_variant_options():
     stage1 = tiny(refine_flow=False).train()
     assert key_list(stage1) == key_list(tiny())
     assert stage1.min_size == 1
-    out = stage1(torch.rand(1, 2, 3, 4, 4))  # below the U-Net's minimum: fine without it
+    out = stage1.supervised(torch.rand(1, 2, 3, 4, 4))  # below the U-Net's minimum: fine without it
     assert out.frames.shape == (1, 3, 3, 16, 16)
-    stage1.training_loss(out, torch.rand(1, 3, 3, 16, 16), torch.nn.L1Loss()).backward()
+    stage1.supervised_loss(out, torch.rand(1, 3, 3, 16, 16), torch.nn.L1Loss()).backward()
     assert all(p.grad is None for p in stage1.flow_net.parameters())
     ref, small = tiny(seed=4), tiny(seed=4, output_init_scale=0.01)
     assert torch.allclose(small.model.reconstruction_h.conv.weight, 0.01 * ref.model.reconstruction_h.conv.weight)
@@ -196,8 +196,10 @@ def test_contract_input_errors():
 
 def test_train_mode_output_structure():
     model = tiny().train()
-    out = model(torch.rand(2, 3, 3, 16, 16))
+    x = torch.rand(2, 3, 3, 16, 16)
+    out = model.supervised(x)
     assert isinstance(out, STARnetTrainOutput)
+    assert torch.equal(model(x), out.frames)  # forward in train mode: the final predictions
     assert out.frames.shape == (2, 5, 3, 64, 64)
     assert len(out.ht) == 2 and out.ht[0].shape == (4, 3, 64, 64) and out.lt[1].shape == (4, 3, 16, 16)
     assert torch.allclose(out.frames[:, 1], denormalize(out.ht[1]).view(2, 2, 3, 64, 64)[:, 0])
@@ -253,7 +255,7 @@ def test_training_loss_official_weighting():
     """Hand-written official sum: [0.4, 1.0] per list; I_t + 0.5 I_1 + 0.5 I_2 + LR I_t (normalised tensors)."""
     model = tiny(flow_loss_weight=0.0).train()
     x, gt = torch.rand(1, 2, 3, 16, 16), torch.rand(1, 3, 3, 64, 64)
-    out = model(x)
+    out = model.supervised(x)
     l1 = torch.nn.L1Loss()
     lr_target = F.interpolate(gt[:, 1], size=(16, 16), mode="bicubic", align_corners=False, antialias=True)
     targets = {"ht": gt[:, 1], "h1": gt[:, 0], "h2": gt[:, 2], "lt": lr_target}
@@ -261,13 +263,13 @@ def test_training_loss_official_weighting():
     for name, weight in (("ht", 1.0), ("h1", 0.5), ("h2", 0.5), ("lt", 1.0)):
         for stage, pred in zip((0.4, 1.0), getattr(out, name)):
             expected = expected + weight * stage * l1(pred, normalize(targets[name]))
-    loss = model.training_loss(out, gt, l1, None)
+    loss = model.supervised_loss(out, gt, l1, None)
     assert torch.allclose(loss, expected)
     # the flow term adds 0.1 * (MSE(ref_f, gt_f) + MSE(ref_b, gt_b)), non-negative
     model.flow_loss_weight = 0.1
-    assert model.training_loss(out, gt, l1, None) > loss
+    assert model.supervised_loss(out, gt, l1, None) > loss
     with pytest.raises(ValueError, match="GT has 5 frames"):
-        model.training_loss(out, torch.rand(1, 5, 3, 64, 64), l1, None)
+        model.supervised_loss(out, torch.rand(1, 5, 3, 64, 64), l1, None)
 
 
 def test_a_few_training_steps_lower_the_loss(tmp_path):
@@ -281,7 +283,7 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     losses = []
     for _ in range(5):
         opt.zero_grad()
-        loss = model.training_loss(model(x), gt, torch.nn.L1Loss(), lambda a, b: 0.1 * feature(a, b))
+        loss = model.training_objective(x, gt, torch.nn.L1Loss(), lambda a, b: 0.1 * feature(a, b))
         loss.backward()
         opt.step()
         losses.append(loss.item())

@@ -14,10 +14,11 @@ import importlib
 import pytest
 import torch
 
-from stvsr.archs import ARCHS, build_arch
+from stvsr.archs import ARCHS, StvsrArch, build_arch
 from stvsr.checkpoint import load_official
 from stvsr.ops import BACKENDS, deform_sample, modulated_deform_conv2d
 from stvsr.ops.backends import why_unavailable
+from stvsr.runner import ModelFacts
 
 pytestmark = [
     pytest.mark.cuda,
@@ -125,8 +126,8 @@ def test_half_and_bfloat16_inputs(backend: str, dtype: torch.dtype) -> None:
 
 def _model_input(model: torch.nn.Module, train: bool) -> tuple[int, int]:
     """(frames, size) of a small input the model takes: 4 frames (2 for the pair models in training)."""
-    frames = getattr(model, "input_frames", 4)
-    if train and hasattr(model, "training_loss"):
+    frames = ModelFacts.of(model).input_frames or 4
+    if train and type(model).supervised is not StvsrArch.supervised:  # the pair models
         frames = 2
     return frames, 32
 
@@ -138,12 +139,11 @@ def _train_step(model: torch.nn.Module) -> None:
     gt = torch.rand(2, 2 * n - 1, 3, 4 * size, 4 * size, device=CUDA)
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    out = model(x)
 
     def charbonnier(a, b):
         return torch.sqrt((a - b) ** 2 + 1e-6).mean()
 
-    loss = model.training_loss(out, gt, charbonnier, None) if hasattr(model, "training_loss") else charbonnier(out, gt)
+    loss = model.training_objective(x, gt, charbonnier)
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss)

@@ -14,16 +14,14 @@ from stvsr.data.degrade import (
     bd_downscale,
     bi_downscale,
     bicubic_upscale,
-    contributions,
     degrade,
     gaussian_kernel,
     gaussian_kernel_1d,
-    imresize,
     modcrop,
-    resize_axis,
     round_uint8,
 )
 from stvsr.data.io import list_images, read_image
+from stvsr.resize import contributions, imresize, resize_axis
 
 
 def exact_cubic(x: Fraction) -> Fraction:

@@ -163,13 +163,3 @@ def test_errors_before_computation(tmp_path: Path, capsys) -> None:
     assert "xiang2020zooming.pth: no such file" in error("-opt", shipped, "--checkpoint", "xiang2020zooming.pth")
     opt.write_text("nme: x\n")
     assert "Did you mean 'name'" in error("-opt", str(opt))
-
-
-def test_every_registered_model_has_official_settings_for_model_flag():
-    """`codes/test.py --model <name>` builds the official settings of every registered architecture."""
-    from stvsr.archs import ARCHS, arch_arguments
-    from stvsr.eval.model_setup import OFFICIAL_NETWORKS
-
-    assert set(OFFICIAL_NETWORKS) == set(ARCHS)
-    for name, network in OFFICIAL_NETWORKS.items():
-        assert arch_arguments({"which_model_G": name, **network})[0] is ARCHS.get(name)

@@ -162,21 +162,23 @@ def test_ema_follows_the_formula(tmp_path, data):
     assert all(torch.equal(state["params_ema"][k], v) for k, v in trainer.ema.model.state_dict().items())
 
 
-def test_architecture_training_loss_hook(tmp_path, data):
-    """An arch's training_loss(output, gt, pixel, feature) replaces pixel(output, gt); pixel carries the weight."""
+def test_architecture_training_objective(tmp_path, data):
+    """The trainer's loss is the arch's training_objective(lqs, gt, pixel, feature, time); pixel carries the
+    weight."""
     opt, _ = base_options(tmp_path, data, niter=1, pixel_weight=0.5, pixel_criterion="l1", pixel_reduction="mean")
     trainer = Trainer(opt)
     seen = {}
 
-    def training_loss(out, gt, pixel, feature):
-        seen.update(out=out.shape, gt=gt.shape, feature=feature)
+    def training_objective(lqs, gt, pixel, feature=None, time=None):
+        out = trainer.model(lqs)
+        seen.update(out=out.shape, gt=gt.shape, feature=feature, time=time)
         seen["ratio"] = float(pixel(out, gt).detach() / (out - gt).abs().mean().detach())
         return pixel(out[:, 1], gt[:, 1])
 
-    trainer.model.training_loss = training_loss
+    trainer.model.training_objective = training_objective
     trainer.train()
     trainer.close()
-    assert seen["out"] == seen["gt"] == (2, 3, 3, 16, 16) and seen["feature"] is None
+    assert seen["out"] == seen["gt"] == (2, 3, 3, 16, 16) and seen["feature"] is None and seen["time"] is None
     assert seen["ratio"] == pytest.approx(0.5)
 
 

@@ -1,21 +1,15 @@
 """Model architectures, found by name in ``stvsr.registry.ARCHS`` and built by :func:`build_arch`.
 
-Importing this package registers every architecture below, explicitly (no folder scanning). Each
-architecture class declares:
-
-- ``size_divisor``: H and W of the low-resolution input must be multiples of it (the evaluator pads);
-- ``upscale``: the spatial factor (4);
-- ``config_keys``: the ``network_G`` keys it accepts, mapped to constructor arguments;
-  ``config_required``: the keys the official code requires; ``config_ignored``: keys of the official
-  configs that have no effect (accepted, so that existing config files work).
-
-and, where it applies: ``supports_time_factor`` with ``forward_times(lqs, k)`` (frames at t = j/k between each
-pair: ``stvsr-infer --time-factor``; SAFA, TMNet), ``takes_time`` with ``forward(lqs, t)`` (t (B, n) time
-stamps, which the trainer passes when samples carry ``time``; TMNet, bicubic).
+Every architecture is one file here: a :class:`~stvsr.archs.base.StvsrArch` subclass that declares its facts
+(size multiple, upscale, official settings, network_G keys, training objective; see that class) and registers
+itself with ``@ARCHS.register(name, aliases=...)``. Importing this package imports each of those files once,
+explicitly (no folder scanning): adding a model is its file plus its name in the import line below. Nothing
+else lists the models; the registry does (``ARCHS``, ``ARCHS.describe()`` for help texts).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from collections.abc import Mapping
@@ -25,30 +19,19 @@ from torch import nn
 
 from stvsr.registry import ARCHS, did_you_mean
 
-# registers bicubic, LunaTokis (zsm), Net (MSITF), RSTT, SAFA, STARnet, STTrans2 (stdan) and TMNet
+# the architectures: each file registers its class in ARCHS
 from . import bicubic, msitf, rstt, safa, starnet, stdan, tmnet, zsm  # noqa: F401
-from .msitf import MSITF
-from .rstt import RSTT
-from .safa import SAFA
-from .starnet import STARnet
-from .stdan import STTrans2
-from .tmnet import TMNet
-from .zsm import LunaTokis
+from .base import StvsrArch
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ARCHS",
-    "MSITF",
-    "RSTT",
-    "SAFA",
-    "LunaTokis",
-    "STARnet",
-    "STTrans2",
-    "TMNet",
+    "StvsrArch",
     "arch_arguments",
     "build_arch",
     "count_parameters",
+    "official_network",
 ]
 
 
@@ -70,11 +53,11 @@ def _check_value(arch: str, key: str, value: Any, default: Any) -> None:
         raise ValueError(f"{where}: expected a non-negative {kind}")
 
 
-def arch_arguments(network_G: Mapping[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
+def arch_arguments(network_G: Mapping[str, Any]) -> tuple[type[StvsrArch], dict[str, Any]]:
     """The architecture class named by a ``network_G`` options dict and its constructor arguments.
 
     ``which_model_G`` names the architecture (official name or alias, e.g. ``LunaTokis`` / ``zsm``,
-    ``STTrans2`` / ``stdan``); the other keys are that architecture's ``config_keys``. An unknown key, a
+    ``STTrans2`` / ``stdan``); the other keys are that architecture's :meth:`~StvsrArch.config_keys`. An unknown key, a
     missing required key or a value of the wrong kind raises a ``ValueError`` that names the key (and the
     nearest valid one for a typo). Builds nothing: the options validator calls it too.
     """
@@ -89,7 +72,8 @@ def arch_arguments(network_G: Mapping[str, Any]) -> tuple[type[nn.Module], dict[
     except KeyError as exc:
         raise ValueError(f"network_G.which_model_G: {exc.args[0]}") from None
     arch = cls.__name__
-    accepted = {**cls.config_keys, **dict.fromkeys(cls.config_ignored)}
+    config_keys = cls.config_keys()
+    accepted = {**config_keys, **dict.fromkeys(cls.config_ignored)}
     for key in options:
         if key not in accepted:
             raise ValueError(
@@ -107,7 +91,7 @@ def arch_arguments(network_G: Mapping[str, Any]) -> tuple[type[nn.Module], dict[
     for key, value in options.items():
         if key in cls.config_ignored:
             continue
-        argument = cls.config_keys[key]
+        argument = config_keys[key]
         _check_value(arch, key, value, params[argument].default)
         kwargs[argument] = value
     ignored = [key for key in options if key in cls.config_ignored]
@@ -116,7 +100,7 @@ def arch_arguments(network_G: Mapping[str, Any]) -> tuple[type[nn.Module], dict[
     return cls, kwargs
 
 
-def build_arch(network_G: Mapping[str, Any]) -> nn.Module:
+def build_arch(network_G: Mapping[str, Any]) -> StvsrArch:
     """Build the model described by a ``network_G`` options dict (checked by :func:`arch_arguments`)."""
     cls, kwargs = arch_arguments(network_G)
     try:
@@ -125,6 +109,12 @@ def build_arch(network_G: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"network_G: {exc}") from None
     logger.info("Built %s (%s parameters)", cls.__name__, f"{count_parameters(model):,}")
     return model
+
+
+def official_network(name: str) -> dict[str, Any]:
+    """The ``network_G`` of the official settings of the architecture ``name`` (or alias): what ``--model name``
+    builds (:attr:`StvsrArch.official_settings`)."""
+    return {"which_model_G": name, **copy.deepcopy(ARCHS.get(name).official_settings)}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,7 +1,7 @@
 """``bicubic``: the parameter-free space-time baseline (no trained weights needed).
 
 Space: MATLAB ``imresize(x, scale, 'bicubic')`` of every input frame (Keys cubic, a = -0.5, symmetric border;
-no antialiasing when enlarging), computed in float64 by :func:`stvsr.data.degrade.imresize`, the same resizer
+no antialiasing when enlarging), computed in float64 by :func:`stvsr.resize.imresize`, the same resizer
 that makes the BI low-resolution frames; the result is not clamped or rounded (the evaluator quantises).
 Time: each intermediate frame is the mean of its two upscaled neighbours; ``forward(x, t)`` with t (B, n) (or
 n numbers) gives ``(1 - t) * F_i + t * F_(i+1)`` per stamp, in TMNet's order [F0, I0(t_1) .. I0(t_n), F1, ...],
@@ -19,21 +19,20 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from stvsr.registry import ARCHS
+from stvsr.resize import imresize
 
+from .base import StvsrArch
 from .blocks import check_video, interleave
 
 
 @ARCHS.register("bicubic", aliases=("Bicubic",))
-class Bicubic(nn.Module):
+class Bicubic(StvsrArch):
     """MATLAB-bicubic x``scale`` upsampling of each frame; intermediate frames = mean of neighbours."""
 
     size_divisor = 1
     takes_time = True  # forward(x, t): the baseline of time-stamped samples (not offered to stvsr-infer)
-    config_keys: ClassVar[dict[str, str]] = {"scale": "scale"}
-    config_required: ClassVar[tuple[str, ...]] = ()
     config_ignored: ClassVar[tuple[str, ...]] = ("nf", "nframes")
 
     def __init__(self, scale: int = 4) -> None:
@@ -44,8 +43,6 @@ class Bicubic(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, t: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
-        from stvsr.data.degrade import imresize  # here: importing the archs must not import the data package
-
         b, n, c, h, w = check_video(self, x)
         s = self.upscale
         frames = x.detach().to("cpu", torch.float64).numpy().reshape(b * n * c, h, w).transpose(1, 2, 0)

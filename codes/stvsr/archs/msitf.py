@@ -13,7 +13,7 @@ trunk (modified Swin2SR, :mod:`stvsr.archs.swinv2`); the ZSM x4 head; + the tril
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from torch import nn
 from stvsr.ops.modules import DCNSepBounded
 from stvsr.registry import ARCHS
 
+from .base import StvsrArch
 from .blocks import (
     BiDeformableConvLSTM,
     PCD_Align,
@@ -112,7 +113,7 @@ class TemporalAttention(nn.Module):
 
 
 @ARCHS.register("Net", aliases=("MSITF", "msitf"))
-class MSITF(nn.Module):
+class MSITF(StvsrArch):
     """MSITF: multi-scale interpolation (single-branch PCD), deformable ConvLSTM, temporal attention and a
     Swin-V2 reconstruction trunk, on a trilinear residual base. Registered as ``Net`` (the official
     ``which_model_G``, quirk 2 FIX), ``MSITF`` and ``msitf``.
@@ -134,22 +135,7 @@ class MSITF(nn.Module):
 
     size_divisor = 1  # any LR size: the features are padded to multiples of 8 inside (as the official)
     upscale = 4
-    # network_G keys -> constructor arguments (see build_arch). The official define_G reads nf, nframes,
-    # groups, front_RBs and back_RBs (the last has no effect).
-    config_keys: ClassVar[dict[str, str]] = {
-        "nf": "nf",
-        "nframes": "nframes",
-        "groups": "groups",
-        "front_RBs": "front_RBs",
-        "back_RBs": "back_RBs",
-        "swin_depths": "swin_depths",
-        "swin_heads": "swin_heads",
-        "attn_heads": "attn_heads",
-        "mlp_ratio": "mlp_ratio",
-        "drop_path_rate": "drop_path_rate",
-        "img_size": "img_size",
-        "use_checkpoint": "use_checkpoint",
-    }
+    official_settings: ClassVar[dict[str, Any]] = {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40}
     config_required: ClassVar[tuple[str, ...]] = ("nf", "nframes", "groups", "front_RBs", "back_RBs")
     config_ignored: ClassVar[tuple[str, ...]] = ("mid_RBs", "HR_in")  # in the ZSM-derived configs, unused
 

@@ -19,8 +19,9 @@ The Swin pieces (window partition, shift masks, windowed attention, MLP, stochas
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from torch import nn
 
 from stvsr.registry import ARCHS
 
+from .base import StvsrArch
 from .blocks import ResidualBlock_noBN, add_zsm_head, check_video, make_layer, zsm_head
 from .msitf import trilinear_base
 from .swin import (
@@ -379,7 +381,7 @@ def query_frames(x: torch.Tensor) -> torch.Tensor:
 
 
 @ARCHS.register("RSTT", aliases=("rstt",))
-class RSTT(nn.Module):
+class RSTT(StvsrArch):
     """RSTT: a Swin-style U-shaped encoder-decoder over space and time, on a trilinear residual base.
 
     Args (the official signature and defaults; the official *settings* are RSTT-S/M/L, ``depths`` [4]*8,
@@ -402,34 +404,23 @@ class RSTT(nn.Module):
 
     size_divisor = 1  # any LR size: padded to multiples of 8 inside, as the official model
     upscale = 4
-    # network_G keys (the names of the official configs' ``network`` section) -> constructor arguments
-    config_keys: ClassVar[dict[str, str]] = {
-        "in_chans": "in_chans",
-        "embed_dim": "embed_dim",
-        "depths": "depths",
-        "num_heads": "num_heads",
-        "num_frames": "num_frames",
-        "window_sizes": "window_sizes",
-        "mlp_ratio": "mlp_ratio",
-        "qkv_bias": "qkv_bias",
-        "qk_scale": "qk_scale",
-        "drop_path_rate": "drop_path_rate",
-        "back_RBs": "back_RBs",
+    # RSTT-S (configs/RSTT-S-eval-*.yml); M and L: official_network("M") / ("L")
+    official_settings: ClassVar[dict[str, Any]] = {
+        "embed_dim": 96,
+        "depths": [VARIANT_DEPTHS["S"]] * 8,
+        "num_heads": list(OFFICIAL_HEADS),
+        "window_sizes": [list(w) for w in OFFICIAL_WINDOWS],
+        "back_RBs": 0,
     }
     config_required: ClassVar[tuple[str, ...]] = ("embed_dim", "depths", "num_heads", "window_sizes", "back_RBs")
-    config_ignored: ClassVar[tuple[str, ...]] = ()
 
-    @staticmethod
-    def official_network(variant: str = "S") -> dict:
+    @classmethod
+    def official_network(cls, variant: str = "S") -> dict[str, Any]:
         """The ``network_G`` of ``configs/RSTT-{S,M,L}.yml``."""
-        depth = VARIANT_DEPTHS[variant.upper()]
         return {
             "which_model_G": "RSTT",
-            "embed_dim": 96,
-            "depths": [depth] * 8,
-            "num_heads": list(OFFICIAL_HEADS),
-            "window_sizes": [list(w) for w in OFFICIAL_WINDOWS],
-            "back_RBs": 0,
+            **copy.deepcopy(cls.official_settings),
+            "depths": [VARIANT_DEPTHS[variant.upper()]] * 8,
         }
 
     def __init__(

@@ -9,7 +9,7 @@ here) has 4,941,442 parameters and the 275 ``state_dict`` keys (245 parameters +
 Three ways to call it:
 
 - ``model(lqs)``, the framework contract: (B, N, 3, h, w) RGB in [0, 1] LR frames -> (B, 2N-1, 3, 4h, 4w),
-  frames [F0, I0.5, F1, ..., F(N-1)] (eval mode; in train mode see "Training" below). Inside:
+  frames [F0, I0.5, F1, ..., F(N-1)], in train and eval mode. Inside:
   1. every LR frame is upsampled x4 with bicubic interpolation, as the official ``inference_img.py`` does
      with OpenCV ``INTER_CUBIC``: ``F.interpolate(mode='bicubic', align_corners=False)`` is the same filter
      (Keys a = -0.75, half-pixel centres, replicated border). With ``upsample_quantize=True`` (default) the
@@ -46,11 +46,11 @@ masked, so that the straight-through gradient reaches the gate (the official B >
 BatchNorm: the 10 BN layers of the ResNet head stay in eval mode in train mode (``train()`` re-applies it,
 official), so their running statistics never change.
 
-Training (``model.train()``; the trainer calls ``out = model(lqs)`` then ``model.training_loss(out, gt,
-pixel, feature)``): the official supervision at [t=0, t, t=1] (quirk 1, FIX). The first and last LR frames
-(0 and N-1) are the key frames, i.e. GT frames 0 and M = 2N-2; per sample a k is drawn uniformly in 1..M-1
-with torch's global RNG (seeded runs are reproducible) and t = k/M. ``model(lqs)`` returns a
-:class:`SAFATrainOutput` (the three RGB frames and their GT indices [0, k, M]); the loss is the sum over
+Training (the trainer calls ``model.training_objective(lqs, gt, pixel, feature)``): the official supervision
+at [t=0, t, t=1] (quirk 1, FIX). The first and last LR frames (0 and N-1) are the key frames, i.e. GT frames 0
+and M = 2N-2; per sample a k is drawn uniformly in 1..M-1 with torch's global RNG (seeded runs are
+reproducible) and t = k/M. ``model.supervised(lqs)`` gives a :class:`SAFATrainOutput` (the three RGB frames
+and their GT indices [0, k, M]); the loss (``model.supervised_loss``) is the sum over
 the three frames of ``pixel(out_i, gt_i)`` (with ``l1`` / mean, the official L1: mean per frame, summed
 over the frames), plus the same sum of ``feature`` when given. With a Vimeo septuplet (N_frames 7: 4 LR
 frames) t is one of 1/6..5/6; with N_frames 3 (2 LR frames) t = 0.5.
@@ -63,8 +63,8 @@ feature channels,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import ClassVar, NamedTuple
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,7 @@ from torch import nn
 from stvsr.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from stvsr.registry import ARCHS
 
+from .base import Criterion, StvsrArch
 from .blocks import check_video
 
 GATES = ("threshold", "sample")
@@ -287,15 +288,15 @@ class Flownet(nn.Module):
 
 
 class SAFATrainOutput(NamedTuple):
-    """What ``SAFA(lqs)`` returns in train mode: RGB frames (B, 3, 3, H, W) at [t=0, t, t=1] and the GT
-    indices (B, 3) they are supervised with, [0, k, 2N-2]."""
+    """What :meth:`SAFA.supervised` returns: RGB frames (B, 3, 3, H, W) at [t=0, t, t=1] and the GT indices
+    (B, 3) they are supervised with, [0, k, 2N-2]."""
 
     frames: torch.Tensor
     gt_index: torch.Tensor
 
 
 @ARCHS.register("SAFA", aliases=("safa",))
-class SAFA(nn.Module):
+class SAFA(StvsrArch):
     """SAFA: scale-adaptive flow estimation between two pre-upsampled key frames, warping and a residual.
 
     Args (all optional; the defaults are the official model, whose constructor takes no arguments):
@@ -313,16 +314,9 @@ class SAFA(nn.Module):
     size_divisor = 2  # LR; the HR size (x4) must be a multiple of 8
     upscale = 4
     supports_time_factor = True
-    config_keys: ClassVar[dict[str, str]] = {
-        "nf": "c",
-        "block_num": "block_num",
-        "depth": "depth",
-        "last_RBs": "last_RBs",
-        "head_nf": "head_nf",
-        "gate": "gate",
-        "upsample_quantize": "upsample_quantize",
-    }
-    config_required: ClassVar[tuple[str, ...]] = ()  # the official SAFA() takes no arguments
+    official_settings: ClassVar[dict[str, Any]] = {}  # the official SAFA() takes no arguments
+    config_renames: ClassVar[dict[str, str]] = {"nf": "c"}
+    config_required: ClassVar[tuple[str, ...]] = ()
     config_ignored: ClassVar[tuple[str, ...]] = ("nframes",)  # a pair model: any N >= 2 works
 
     def __init__(
@@ -472,12 +466,18 @@ class SAFA(nn.Module):
         check_video(self, lqs)
         return self._pair_frames(lqs, [k / int(time_factor) for k in range(int(time_factor))])
 
-    def forward(self, lqs: torch.Tensor) -> torch.Tensor | SAFATrainOutput:
-        """Eval: (B, N, 3, h, w) RGB LR -> (B, 2N-1, 3, 4h, 4w) [F0, I0.5, F1, ...]. Train: see the module
-        docstring (a :class:`SAFATrainOutput` for :meth:`training_loss`)."""
+    def forward(self, lqs: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3, h, w) RGB LR -> (B, 2N-1, 3, 4h, 4w) [F0, I0.5, F1, ...] (in train mode the branch gates
+        draw, see the module docstring)."""
+        check_video(self, lqs)
+        return self._pair_frames(lqs, [0.0, 0.5])
+
+    # ------------------------------------------------------------ training
+    def supervised(self, lqs: torch.Tensor, time: None = None) -> SAFATrainOutput:
+        """The frames the official training supervises (quirk 1, FIX): per sample a k drawn in 1..M-1 (M = 2N-2),
+        the frames at [t=0, t=k/M, t=1] between LR frames 0 and N-1 and their GT indices [0, k, M] (module
+        docstring). No time stamps (``takes_time`` is False)."""
         b, n = check_video(self, lqs)[:2]
-        if not self.training:
-            return self._pair_frames(lqs, [0.0, 0.5])
         m = 2 * n - 2
         k = torch.randint(1, m, (b,))  # the global CPU generator: seeded runs repeat
         t = (k.to(lqs.dtype) / m).to(lqs.device)
@@ -486,23 +486,15 @@ class SAFA(nn.Module):
         index = torch.stack((torch.zeros_like(k), k, torch.full_like(k, m)), 1).to(lqs.device)
         return SAFATrainOutput(frames, index)
 
-    def training_loss(
-        self,
-        out: SAFATrainOutput,
-        gt: torch.Tensor,
-        pixel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        feature: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    def supervised_loss(
+        self, out: SAFATrainOutput, gt: torch.Tensor, pixel: Criterion, feature: Criterion | None = None
     ) -> torch.Tensor:
-        """sum over the three supervised frames of ``pixel(out_i, gt_i)`` (+ ``feature(out_i, gt_i)``).
-
-        ``gt`` (B, 2N-1, 3, H, W) RGB, the batch GT; ``out`` what ``forward`` returned in train mode.
-        """
-        if not isinstance(out, SAFATrainOutput):
-            raise TypeError("SAFA.training_loss expects the output of forward() in train mode (SAFATrainOutput)")
+        """sum over the three supervised frames ``out`` of ``pixel(out_i, gt_i)`` (+ ``feature(out_i, gt_i)``);
+        ``gt`` (B, 2N-1, 3, H, W) RGB, the batch GT."""
         expected = int(out.gt_index[0, 2]) + 1
         if gt.dim() != 5 or gt.shape[1] != expected:
             raise ValueError(
-                f"SAFA.training_loss: GT of shape {tuple(gt.shape)}, expected (B, {expected}, 3, H, W): "
+                f"SAFA.supervised_loss: GT of shape {tuple(gt.shape)}, expected (B, {expected}, 3, H, W): "
                 f"2N-1 frames for N LR frames (the LR frames must be GT frames 0, 2, ..., 2N-2)"
             )
         rows = torch.arange(gt.shape[0], device=gt.device)[:, None]

@@ -14,9 +14,10 @@ Two classes with the same weights and the official ``state_dict`` (``model.*``, 
   (k, k+1) where it is the first frame (its I_1) and the last frame from the last pair (its I_2);
   ``key_frames='mean'`` averages the two predictions of interior key frames. ``native`` is the pair call.
 
-In train mode :class:`STARnet` returns a :class:`STARnetTrainOutput` and :meth:`STARnet.training_loss` applies
-the official weighting (section 7.6). ``RBPN.res_feat3`` never gets a gradient, so DistributedDataParallel needs
-``find_unused_parameters=True`` (``train.find_unused_parameters: true``).
+In training the trainer calls :meth:`STARnet.training_objective`: :meth:`STARnet.supervised` gives a
+:class:`STARnetTrainOutput` and :meth:`STARnet.supervised_loss` applies the official weighting (section 7.6).
+``RBPN.res_feat3`` never gets a gradient, so DistributedDataParallel needs ``find_unused_parameters=True``
+(``train.find_unused_parameters: true``).
 
 Quirks (section 7.8): the constructor loads no pretrained RBPN (1, FIXED: load explicitly); flows enter as
 ``-flow/150`` (2, KEPT); the U-Net correction ends in a sigmoid, so it is in (0, 1) (3, KEPT); updates are
@@ -29,9 +30,8 @@ scaling but is a substitute, so the official checkpoints lose some fidelity with
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,7 @@ from torch import nn
 from stvsr.imagenet import denormalize, normalize  # denormalize: the official denorm(vgg=True), exact constants
 from stvsr.registry import ARCHS
 
+from .base import Criterion, StvsrArch
 from .blocks import check_video
 from .flow import DISFlow, FlowProvider, build_flow_provider, to_network_flow
 
@@ -405,7 +406,7 @@ class STARnetPair(nn.Module):
 
 @dataclass
 class STARnetTrainOutput:
-    """What :class:`STARnet` returns in train mode (pairs batched as B * (N - 1), pair-major within a sample).
+    """What :meth:`STARnet.supervised` returns (pairs batched as B * (N - 1), pair-major within a sample).
 
     frames: (B, 2N-1, 3, sH, sW) final predictions in [0, 1] (not clamped), the contract order.
     ht, h1, h2, lt: [aux, final] ImageNet-normalised predictions of I_t, I_1, I_2 (HR) and LR I_t per pair.
@@ -423,11 +424,8 @@ class STARnetTrainOutput:
     lq2: torch.Tensor
 
 
-Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 @ARCHS.register("STARnet", aliases=("starnet",))
-class STARnet(STARnetPair):
+class STARnet(STARnetPair, StvsrArch):
     """STARnet under the framework contract (sliding pairs); same weights and keys as :class:`STARnetPair`.
 
     Args (official settings are the defaults):
@@ -439,7 +437,7 @@ class STARnet(STARnetPair):
         flow: flow provider name (``'dis'``: OpenCV DIS, MEDIUM preset); ``model.flow_provider`` may be replaced
             by any :class:`~stvsr.archs.flow.FlowProvider` (e.g. a pyflow wrapper).
         key_frames: ``'left'`` or ``'mean'`` (see the module docstring).
-        flow_loss_weight: weight of the flow-refinement loss in :meth:`training_loss` (official stage 2: 0.1; 0
+        flow_loss_weight: weight of the flow-refinement loss in :meth:`supervised_loss` (official stage 2: 0.1; 0
             turns it off and saves four flow computations per pair).
         output_init_scale: factor on the initial weights of the three output convs (``reconstruction_h``,
             ``reconstruction_l``, ``RBPN.output``). 1.0 = official init. Not official: with the official kaiming
@@ -448,21 +446,9 @@ class STARnet(STARnetPair):
     """
 
     size_divisor = 1  # any LR size of at least 2**unet_depth (32) px works; the output is exactly x4
-    config_keys: ClassVar[dict[str, str]] = {
-        "base_filter": "base_filter",
-        "feat": "feat",
-        "num_stages": "num_stages",
-        "n_resblock": "n_resblock",
-        "scale_factor": "scale_factor",
-        "rbpn_resblocks": "rbpn_resblocks",
-        "unet_nf": "unet_nf",
-        "unet_depth": "unet_depth",
-        "refine_flow": "refine_flow",
-        "flow": "flow",
-        "key_frames": "key_frames",
-        "flow_loss_weight": "flow_loss_weight",
-        "output_init_scale": "output_init_scale",
-    }
+    official_settings: ClassVar[dict[str, Any]] = {
+        "base_filter": 256, "feat": 64, "num_stages": 3, "n_resblock": 5, "scale_factor": 4,
+    }  # fmt: skip
     config_required: ClassVar[tuple[str, ...]] = ("base_filter", "feat", "num_stages", "n_resblock", "scale_factor")
     config_ignored: ClassVar[tuple[str, ...]] = ("nframes",)
 
@@ -500,22 +486,34 @@ class STARnet(STARnetPair):
         frames = torch.stack((keys[:, :-1], ht), 2).flatten(1, 2)
         return torch.cat((frames, keys[:, -1:]), 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | STARnetTrainOutput:
+    def _check_size(self, x: torch.Tensor) -> tuple[int, int, int, int, int]:
         b, n, c, h, w = check_video(self, x)
         if min(h, w) < self.min_size:
             raise ValueError(
                 f"STARnet: input frame size {h}x{w} (HxW) is too small: the flow U-Net needs at least "
                 f"{self.min_size} px per side (2**unet_depth); pad the low-resolution frames"
             )
+        return b, n, c, h, w
+
+    def supervised(self, x: torch.Tensor, time: None = None) -> STARnetTrainOutput:
+        """Every output the official objective supervises (train-mode pair calls, the pairs of a clip batched):
+        see :class:`STARnetTrainOutput`; :meth:`supervised_loss` takes it. No time stamps."""
+        b, n, c, h, w = self._check_size(x)
         s = self.upscale
         first = x[:, :-1].reshape(b * (n - 1), c, h, w)
         second = x[:, 1:].reshape(b * (n - 1), c, h, w)
+        flow_f, flow_b = self.network_flows(first, second)
+        ht, h1, h2, lt, ref_f, ref_b = self.native(normalize(first), normalize(second), flow_f, flow_b, True)
+        per_pair = [denormalize(t[-1]).view(b, n - 1, 3, s * h, s * w) for t in (ht, h1, h2)]
+        frames = self._assemble(*per_pair, b, n)
+        return STARnetTrainOutput(frames, ht, h1, h2, lt, ref_f, ref_b, first, second)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3, h, w) -> (B, 2N-1, 3, sh, sw). In train mode the final predictions of :meth:`supervised`
+        (not clamped); in eval mode one pair at a time, clamped to [0, 1]."""
         if self.training:
-            flow_f, flow_b = self.network_flows(first, second)
-            ht, h1, h2, lt, ref_f, ref_b = self.native(normalize(first), normalize(second), flow_f, flow_b, True)
-            per_pair = [denormalize(t[-1]).view(b, n - 1, 3, s * h, s * w) for t in (ht, h1, h2)]
-            frames = self._assemble(*per_pair, b, n)
-            return STARnetTrainOutput(frames, ht, h1, h2, lt, ref_f, ref_b, first, second)
+            return self.supervised(x).frames
+        b, n = self._check_size(x)[:2]
         outs = []
         for k in range(n - 1):  # one pair at a time: bounds the memory of evaluation on large frames
             f1, f2 = x[:, k], x[:, k + 1]
@@ -525,8 +523,8 @@ class STARnet(STARnetPair):
         ht, h1, h2 = torch.stack(outs, 1).unbind(2)  # each (B, N-1, 3, sH, sW)
         return self._assemble(ht, h1, h2, b, n).clamp(0, 1)
 
-    def training_loss(self, out: STARnetTrainOutput, gt: torch.Tensor, pixel: Criterion,
-                      feature: Criterion | None = None) -> torch.Tensor:  # fmt: skip
+    def supervised_loss(self, out: STARnetTrainOutput, gt: torch.Tensor, pixel: Criterion,
+                        feature: Criterion | None = None) -> torch.Tensor:  # fmt: skip
         """The official STARnet objective (``main_refinement_flow.py``, ``--train_obj STAR``), per pair:
 
         ``l_pix = P(I_t) + 0.5 P(I_1) + 0.5 P(I_2) + P(LR I_t)`` with each ``P`` over [aux, final] weighted
@@ -549,7 +547,7 @@ class STARnet(STARnetPair):
             "h2": gt[:, 2:t:2].reshape(-1, 3, hh, ww),
         }
         if targets["ht"].shape[0] != out.ht[-1].shape[0]:
-            raise ValueError(f"STARnet.training_loss: GT has {t} frames, expected {2 * n - 1} for the model output")
+            raise ValueError(f"STARnet.supervised_loss: GT has {t} frames, expected {2 * n - 1} for the model output")
         s = self.upscale
         targets["lt"] = F.interpolate(targets["ht"], size=(hh // s, ww // s), mode="bicubic", align_corners=False,
                                       antialias=True)  # fmt: skip

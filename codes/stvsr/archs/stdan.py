@@ -9,7 +9,7 @@ of the released ``STDAN_20220306.pth``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch import nn
 from stvsr.ops import DCNv2Pack, DeformableSampling, deform_sample
 from stvsr.registry import ARCHS
 
+from .base import StvsrArch
 from .blocks import Easy_PCD, PCD_Align, add_pyramid_convs, check_video, interleave, lrelu, pyramid
 from .swin import SwinBody
 
@@ -170,7 +171,7 @@ class STDFA(nn.Module):
 
 
 @ARCHS.register("STTrans2", aliases=("stdan",))
-class STTrans2(nn.Module):
+class STTrans2(StvsrArch):
     """STDAN: Swin feature extraction, LSTFI (bidirectional recurrent PCD), STDFA, Swin reconstruction.
 
     Args (official signature; ``scale``, ``n_inputs``, ``n_outputs`` and ``window_size`` are ignored by
@@ -189,22 +190,9 @@ class STTrans2(nn.Module):
 
     size_divisor = 8
     upscale = 4
-    # network_G keys -> constructor arguments (see build_arch). The official define_G reads nf, nframes
-    # (as n_outputs, which has no effect) and embed_dim; the official config also has HR_in (unused).
-    config_keys: ClassVar[dict[str, str]] = {
-        "nf": "nf",
-        "nframes": "n_outputs",
-        "embed_dim": "embed_dim",
-        "groups": "groups",
-        "img_size": "img_size",
-        "window_size": "window_size",
-        "n_inputs": "n_inputs",
-        "extraction_depths": "extraction_depths",
-        "recon_depths": "recon_depths",
-        "num_heads": "num_heads",
-        "drop_path_rate": "drop_path_rate",
-        "use_checkpoint": "use_checkpoint",
-    }
+    official_settings: ClassVar[dict[str, Any]] = {"nf": 64, "nframes": 7, "embed_dim": 72}
+    config_renames: ClassVar[dict[str, str]] = {"nframes": "n_outputs"}
+    config_hidden: ClassVar[tuple[str, ...]] = ("scale",)
     config_required: ClassVar[tuple[str, ...]] = ("nf", "nframes", "embed_dim")
     config_ignored: ClassVar[tuple[str, ...]] = ("HR_in",)
 

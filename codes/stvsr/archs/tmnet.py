@@ -38,7 +38,7 @@ the loop structure in float64).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -46,6 +46,7 @@ from torch import nn
 from stvsr.ops import DCNSep
 from stvsr.registry import ARCHS
 
+from .base import StvsrArch
 from .blocks import (
     LRELU_SLOPE,
     BiDeformableConvLSTM,
@@ -120,7 +121,7 @@ def _offset_convs(nf: int) -> nn.Sequential:
 
 
 @ARCHS.register("TMNet", aliases=("tmnet",))
-class TMNet(nn.Module):
+class TMNet(StvsrArch):
     """TMNet: ZSM with temporal modulation blocks (any t in (0, 1)), LFC and a global feature residual.
 
     Args (the official signature and defaults; the official *settings* are ``back_RBs=40, nframes=7``):
@@ -135,13 +136,9 @@ class TMNet(nn.Module):
     upscale = 4
     supports_time_factor = True  # forward_times(lqs, k): frames at t = 1/k .. (k-1)/k (stvsr-infer --time-factor)
     takes_time = True  # forward(x, t): the trainer passes a sample's 'time' (B, n) when it carries one
-    config_keys: ClassVar[dict[str, str]] = {
-        "nf": "nf",
-        "nframes": "nframes",
-        "groups": "groups",
-        "front_RBs": "front_RBs",
-        "back_RBs": "back_RBs",
-    }
+    official_settings: ClassVar[dict[str, Any]] = {
+        "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False,
+    }  # fmt: skip
     config_required: ClassVar[tuple[str, ...]] = ("nf", "nframes", "groups", "front_RBs", "back_RBs")
     # in the official configs, unused by the official code ('use_time' belongs to the official dataset block)
     config_ignored: ClassVar[tuple[str, ...]] = ("mid_RBs", "HR_in")

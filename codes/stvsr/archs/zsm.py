@@ -7,7 +7,7 @@ has 11,102,771 parameters and the 416 ``state_dict`` keys of the released ``xian
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ from torch import nn
 from stvsr.ops import DCNSep
 from stvsr.registry import ARCHS
 
+from .base import StvsrArch
 from .blocks import (
     BiDeformableConvLSTM,
     PCD_Align,
@@ -31,7 +32,7 @@ from .blocks import (
 
 
 @ARCHS.register("LunaTokis", aliases=("zsm",))
-class LunaTokis(nn.Module):
+class LunaTokis(StvsrArch):
     """Zooming Slow-Mo: feature interpolation by PCD alignment, deformable ConvLSTM, 40-RB reconstruction.
 
     Args (the official signature and defaults; the official *settings* are ``back_RBs=40, nframes=7``):
@@ -44,25 +45,12 @@ class LunaTokis(nn.Module):
 
     size_divisor = 4
     upscale = 4
-    # network_G keys (as the official configs write them) -> constructor arguments; see build_arch
-    config_keys: ClassVar[dict[str, str]] = {
-        "nf": "nf",
-        "nframes": "nframes",
-        "groups": "groups",
-        "front_RBs": "front_RBs",
-        "back_RBs": "back_RBs",
-    }
-    config_required: ClassVar[tuple[str, ...]] = (
-        "nf",
-        "nframes",
-        "groups",
-        "front_RBs",
-        "back_RBs",
-    )  # the official define_G reads them all
-    config_ignored: ClassVar[tuple[str, ...]] = (
-        "mid_RBs",
-        "HR_in",
-    )  # in the official config, unused by the official code
+    official_settings: ClassVar[dict[str, Any]] = {
+        "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False,
+    }  # fmt: skip
+    # network_G keys: the constructor's arguments (StvsrArch.config_keys)
+    config_required: ClassVar[tuple[str, ...]] = ("nf", "nframes", "groups", "front_RBs", "back_RBs")  # define_G
+    config_ignored: ClassVar[tuple[str, ...]] = ("mid_RBs", "HR_in")  # in the official config, unused by its code
 
     def __init__(self, nf: int = 64, nframes: int = 3, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10):
         super().__init__()

@@ -25,7 +25,6 @@ logger = logging.getLogger("stvsr.test")
 __all__ = [
     "MODEL_SCHEMA",
     "NONE",
-    "OFFICIAL_NETWORKS",
     "OPT_STR",
     "TEST_SCHEMA",
     "build_model",
@@ -34,24 +33,6 @@ __all__ = [
     "model_help",
 ]
 
-# network_G of the official test configs, used when only --model is given
-OFFICIAL_NETWORKS: dict[str, dict[str, Any]] = {
-    "LunaTokis": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False},
-    "STTrans2": {"nf": 64, "nframes": 7, "embed_dim": 72},
-    "Net": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40},  # MSITF
-    "RSTT": {  # RSTT-S (configs/RSTT-S-eval-*.yml); M / L: depths [6] * 8 / [8] * 8 (options/test/test_rstt_vid4.yml)
-        "embed_dim": 96,
-        "depths": [4] * 8,
-        "num_heads": [2, 4, 8, 16, 16, 8, 4, 2],
-        "window_sizes": [[4, 4]] * 8,
-        "num_frames": 4,
-        "back_RBs": 0,
-    },
-    "SAFA": {},
-    "STARnet": {"base_filter": 256, "feat": 64, "num_stages": 3, "n_resblock": 5, "scale_factor": 4},
-    "TMNet": {"nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False},
-    "bicubic": {},
-}
 NONE = type(None)
 OPT_STR = (str, NONE)
 # the model part of every evaluation / inference YAML (stvsr.schema; relative paths: the YAML's folder, then the
@@ -151,7 +132,7 @@ def choose_network(
     YAML's checkpoint (``paths``) and run name (``opt``) no longer apply and are dropped, in place. For ``--model``
     and for no model at all, a trainer ``checkpoint`` (which carries its ``network_G``) gives the settings; else
     ``--model`` takes the official ones."""
-    from stvsr.archs import ARCHS
+    from stvsr.archs import ARCHS, official_network
     from stvsr.checkpoint import saved_network
 
     saved = saved_network(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
@@ -172,7 +153,7 @@ def choose_network(
             ):
                 network = saved  # the settings the checkpoint was trained with (e.g. a small demo model)
             else:
-                network = dict(OFFICIAL_NETWORKS.get(canonical, {}))
+                network = official_network(canonical)
         network["which_model_G"] = model
     elif not network.get("which_model_G") and saved is not None:
         network = saved

@@ -13,9 +13,9 @@ VGG19 perceptual loss (:mod:`stvsr.train.perceptual`).
 
 Each loss class declares ``kind`` (``pixel``: compares the output with the GT as they are; ``feature``: in a
 feature space) and its keyword arguments as an ``OPTIONS`` schema (:mod:`stvsr.schema`). :func:`build_losses`
-gives the sum of the weighted pixel entries and that of the feature entries (or None): an architecture's
-``training_loss(out, gt, pixel, feature)`` applies them to its own outputs (STARnet: pixel terms on normalised
-tensors); otherwise the loss is ``pixel(out, gt) + feature(out, gt)``.
+gives the sum of the weighted pixel entries and that of the feature entries (or None), the ``pixel`` and
+``feature`` of an architecture's ``training_objective(lqs, gt, pixel, feature)``: ``pixel(out, gt) + feature(out,
+gt)`` by default; a pair model applies them to its own outputs (STARnet: pixel terms on normalised tensors).
 
 The flat keys of the official configs (``pixel_criterion``, ``pixel_weight``, ``pixel_reduction``,
 ``feature_criterion``, ``feature_weight``, ``feature_weights_path``) still load: :func:`losses_from_flat_keys`

@@ -5,10 +5,12 @@ checkpoints (one atomic file per save) -> validation with PSNR-Y (``stvsr.eval.m
 
 - Scheduler stepped "before" the optimiser (Zooming Slow-Mo, STDAN): iteration ``i`` (1-based) uses ``lr(i)``;
   ``train.scheduler_order: after`` gives ``lr(i - 1)`` (RSTT).
-- Loss: ``pixel(output, GT) + feature(output, GT)``, the weighted sums of the ``train.losses`` entries
-  (:func:`stvsr.train.losses.build_losses`; no feature term without feature entries), or the
-  architecture's own ``training_loss(output, gt, pixel, feature)`` when it defines one (pair models that
-  supervise more than the common output, e.g. SAFA's [0, t, 1] frames or STARnet's auxiliary outputs).
+- Loss: the architecture's ``training_objective(lqs, gt, pixel, feature)``
+  (:meth:`stvsr.archs.base.StvsrArch.training_objective`) with ``pixel`` and ``feature`` the weighted sums of the
+  ``train.losses`` entries (:func:`stvsr.train.losses.build_losses`; no feature term without feature entries):
+  ``pixel(output, GT) + feature(output, GT)``, or what a pair model supervises instead (SAFA's [0, t, 1] frames,
+  STARnet's auxiliary outputs). :class:`TrainingObjective` makes it a module's ``forward``, so that
+  DistributedDataParallel and ``torch.compile`` wrap the whole loss computation.
 - Loss guard: a non-finite loss skips the optimiser step with a warning; ``train.max_bad_steps`` in a row stop
   the run with :class:`TrainingStopped` (the checkpoints already written are untouched).
 - Checkpoint ``models/iter_<iteration>.pth``: ``params`` (the model's state_dict, which ``load_official`` and
@@ -55,7 +57,7 @@ from stvsr.errors import StvsrError
 from stvsr.ops import check_offsets
 
 from .distributed import DistInfo, barrier, gather_objects, init_distributed, shutdown, sum_over_ranks
-from .losses import build_losses
+from .losses import WeightedSum, build_losses
 from .optimizers import build_optimizer
 from .sampling import EpochSampler, SeededSamples
 from .schedulers import build_scheduler
@@ -107,7 +109,9 @@ def select_trainable(
 
 def time_argument(model: torch.nn.Module, time: torch.Tensor) -> torch.Tensor:
     """A batch's time stamps (B, n), checked against the model: it must take them (``takes_time``, e.g. TMNet)."""
-    if not getattr(model, "takes_time", False):
+    from stvsr.runner import ModelFacts
+
+    if not ModelFacts.of(model).takes_time:
         raise ValueError(
             f"the samples carry time stamps ('time', e.g. datasets mode Adobe240) but {type(model).__name__} takes "
             f"none: use a model with forward(x, t) (TMNet) or a dataset without time stamps"
@@ -233,6 +237,25 @@ def _tensorboard(log_dir: Path, enabled: bool):
         logger.info("TensorBoard logging off: the 'tensorboard' package is not installed (pip install tensorboard)")
         return None
     return SummaryWriter(log_dir=str(log_dir / "tb_logger"))
+
+
+class TrainingObjective(torch.nn.Module):
+    """The model's ``training_objective`` as this module's ``forward``: what DistributedDataParallel and
+    ``torch.compile`` wrap (its parameters are the model's)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        lqs: torch.Tensor,
+        gt: torch.Tensor,
+        pixel: WeightedSum,
+        feature: WeightedSum | None = None,
+        time: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.model.training_objective(lqs, gt, pixel, feature, time)
 
 
 def _resolve_device(name: str, dist_info: DistInfo) -> torch.device:
@@ -408,12 +431,12 @@ class Trainer:
             logger.info("Loaded pretrained weights from %s", opt["path"]["pretrain_model_G"])
         if tr["trainable"] is not None or tr["freeze"] is not None:
             select_trainable(self.model, tr["trainable"], tr["freeze"])
-        self.net = self.model
+        self.net = TrainingObjective(self.model)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             self.net = DistributedDataParallel(
-                self.model,
+                self.net,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=tr["find_unused_parameters"],
             )
@@ -565,15 +588,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _loss(self, out: Any, gt: torch.Tensor) -> torch.Tensor:
-        hook = getattr(self.model, "training_loss", None)
-        if hook is not None:
-            return hook(out, gt, self.pixel_loss, self.feature_loss)
-        loss = self.pixel_loss(out, gt)
-        if self.feature_loss is not None:
-            loss = loss + self.feature_loss(out, gt)
-        return loss
-
     def _step(self, batch: dict[str, Any]) -> float:
         """One optimiser step; returns the loss of the whole (all-process) batch, NaN/inf if skipped."""
         tr = self.opt["train"]
@@ -581,10 +595,9 @@ class Trainer:
         gt = batch["GT"].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         # time stamps (B, n) of samples that carry them (Adobe240): forward(lqs, time), n frames per pair
-        args = () if "time" not in batch else (time_argument(self.model, batch["time"]).to(self.device),)
+        time = None if "time" not in batch else time_argument(self.model, batch["time"]).to(self.device)
         with self._autocast():
-            out = self.net(lqs, *args)
-            loss = self._loss(out, gt).float() * self.loss_scale
+            loss = self.net(lqs, gt, self.pixel_loss, self.feature_loss, time).float() * self.loss_scale
         # every process must agree to skip, or DDP's gradient all-reduce would wait forever
         value = sum_over_ranks(float(loss.detach()), self.dist) / self.dist.world_size
         if not math.isfinite(value):
