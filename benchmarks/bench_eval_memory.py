@@ -30,8 +30,9 @@ def child(model: str, tile: int, overlap: int, threads: int, height: int = 144, 
     net = build_arch(official_network(NETWORKS[model])).eval()
     x = torch.rand(1, 4, 3, height, width)
     facts = ModelFacts.of(net)
-    run = window_forward(net, facts.upscale, facts.size_multiple, facts.size_multiple, tile=tile or None,
-                         tile_overlap=overlap)  # fmt: skip
+    run = window_forward(
+        net, facts.upscale, facts.size_multiple, facts.size_multiple, tile=tile or None, tile_overlap=overlap
+    )
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()

@@ -39,8 +39,17 @@ import time
 # benchmark name -> the registered architecture, built with its official settings (StvsrArch.official_settings);
 # TMNet runs in its 4 -> 7 mode without time stamps (stage 1 training, the Vid4 evaluation); RSTT-S / M / L
 # (configs/RSTT-{S,M,L}.yml): no deformable convolution, exactly 4 LR frames in
-OFFICIAL = {"zsm": "LunaTokis", "stdan": "STTrans2", "msitf": "MSITF", "tmnet": "TMNet", "safa": "SAFA",
-            "starnet": "STARnet", "rstt_s": "RSTT-S", "rstt_m": "RSTT-M", "rstt_l": "RSTT-L"}  # fmt: skip
+OFFICIAL = {
+    "zsm": "LunaTokis",
+    "stdan": "STTrans2",
+    "msitf": "MSITF",
+    "tmnet": "TMNet",
+    "safa": "SAFA",
+    "starnet": "STARnet",
+    "rstt_s": "RSTT-S",
+    "rstt_m": "RSTT-M",
+    "rstt_l": "RSTT-L",
+}
 CASES = {"train": (2, 4, 32, 32), "fwd": (2, 4, 32, 32), "vid4": (1, 4, 144, 180)}
 # the pair models' own training shapes (B, N LR frames, h, w): SAFA 128x128 HR crops (6 per GPU officially),
 # STARnet full Vimeo triplets (one per replica officially)

@@ -15,8 +15,17 @@ from stvsr.runner import ModelFacts
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 SAFA_SMALL = {"which_model_G": "safa", "nf": 8, "block_num": 2, "depth": 1, "last_RBs": 1, "head_nf": 8}
-STARNET_TINY = {"which_model_G": "starnet", "base_filter": 16, "feat": 8, "num_stages": 2, "n_resblock": 1,
-                "scale_factor": 4, "rbpn_resblocks": 1, "unet_nf": 4, "unet_depth": 3}  # fmt: skip
+STARNET_TINY = {
+    "which_model_G": "starnet",
+    "base_filter": 16,
+    "feat": 8,
+    "num_stages": 2,
+    "n_resblock": 1,
+    "scale_factor": 4,
+    "rbpn_resblocks": 1,
+    "unet_nf": 4,
+    "unet_depth": 3,
+}
 
 
 def feature(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

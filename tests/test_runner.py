@@ -75,8 +75,12 @@ def test_window_starts_equal_the_dataset_and_protocol_plans() -> None:
 def test_stream_windows_equal_the_inference_plan(window: int) -> None:
     for n in range(40):
         assert list(stream_windows(iter(range(n)), window)) == list(_lr_windows(range(n), window)), n
-    assert list(stream_windows(range(10), 4, 2)) == [(0, [0, 1, 2, 3]), (2, [2, 3, 4, 5]), (4, [4, 5, 6, 7]),
-                                                     (6, [6, 7, 8, 9])]  # fmt: skip
+    assert list(stream_windows(range(10), 4, 2)) == [
+        (0, [0, 1, 2, 3]),
+        (2, [2, 3, 4, 5]),
+        (4, [4, 5, 6, 7]),
+        (6, [6, 7, 8, 9]),
+    ]
     with pytest.raises(ValueError, match="stride"):
         list(stream_windows(range(5), 4, 4))
 
@@ -174,8 +178,16 @@ def test_model_facts_defaults_and_declared() -> None:
     from stvsr.archs import build_arch
 
     assert ModelFacts.of(_nearest_x4) == ModelFacts()
-    rstt = build_arch({"which_model_G": "RSTT", "embed_dim": 16, "depths": [1, 1], "num_heads": [2, 2],
-                       "window_sizes": [[4, 4], [4, 4]], "back_RBs": 0})  # fmt: skip
+    rstt = build_arch(
+        {
+            "which_model_G": "RSTT",
+            "embed_dim": 16,
+            "depths": [1, 1],
+            "num_heads": [2, 2],
+            "window_sizes": [[4, 4], [4, 4]],
+            "back_RBs": 0,
+        }
+    )
     assert ModelFacts.of(rstt) == ModelFacts(size_multiple=1, upscale=4, input_frames=4)
     bicubic = build_arch({"which_model_G": "bicubic", "scale": 2})
     assert ModelFacts.of(bicubic) == ModelFacts(size_multiple=1, upscale=2, takes_time=True)

@@ -447,8 +447,12 @@ class STARnet(STARnetPair, StvsrArch):
 
     size_divisor = 1  # any LR size of at least 2**unet_depth (32) px works; the output is exactly x4
     official_settings: ClassVar[dict[str, Any]] = {
-        "base_filter": 256, "feat": 64, "num_stages": 3, "n_resblock": 5, "scale_factor": 4,
-    }  # fmt: skip
+        "base_filter": 256,
+        "feat": 64,
+        "num_stages": 3,
+        "n_resblock": 5,
+        "scale_factor": 4,
+    }
     config_required: ClassVar[tuple[str, ...]] = ("base_filter", "feat", "num_stages", "n_resblock", "scale_factor")
     config_ignored: ClassVar[tuple[str, ...]] = ("nframes",)
 
@@ -523,8 +527,9 @@ class STARnet(STARnetPair, StvsrArch):
         ht, h1, h2 = torch.stack(outs, 1).unbind(2)  # each (B, N-1, 3, sH, sW)
         return self._assemble(ht, h1, h2, b, n).clamp(0, 1)
 
-    def supervised_loss(self, out: STARnetTrainOutput, gt: torch.Tensor, pixel: Criterion,
-                        feature: Criterion | None = None) -> torch.Tensor:  # fmt: skip
+    def supervised_loss(
+        self, out: STARnetTrainOutput, gt: torch.Tensor, pixel: Criterion, feature: Criterion | None = None
+    ) -> torch.Tensor:
         """The official STARnet objective (``main_refinement_flow.py``, ``--train_obj STAR``), per pair:
 
         ``l_pix = P(I_t) + 0.5 P(I_1) + 0.5 P(I_2) + P(LR I_t)`` with each ``P`` over [aux, final] weighted

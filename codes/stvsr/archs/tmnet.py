@@ -61,6 +61,7 @@ from .blocks import (
     pyramid,
     zsm_head,
 )
+from .zsm import LunaTokis
 
 
 class TMB(nn.Module):
@@ -136,9 +137,7 @@ class TMNet(StvsrArch):
     upscale = 4
     supports_time_factor = True  # forward_times(lqs, k): frames at t = 1/k .. (k-1)/k (stvsr-infer --time-factor)
     takes_time = True  # forward(x, t): the trainer passes a sample's 'time' (B, n) when it carries one
-    official_settings: ClassVar[dict[str, Any]] = {
-        "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False,
-    }  # fmt: skip
+    official_settings: ClassVar[dict[str, Any]] = LunaTokis.official_settings  # the official test configs alike
     config_required: ClassVar[tuple[str, ...]] = ("nf", "nframes", "groups", "front_RBs", "back_RBs")
     # in the official configs, unused by the official code ('use_time' belongs to the official dataset block)
     config_ignored: ClassVar[tuple[str, ...]] = ("mid_RBs", "HR_in")

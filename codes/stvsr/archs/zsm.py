@@ -46,8 +46,14 @@ class LunaTokis(StvsrArch):
     size_divisor = 4
     upscale = 4
     official_settings: ClassVar[dict[str, Any]] = {
-        "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "mid_RBs": 0, "back_RBs": 40, "HR_in": False,
-    }  # fmt: skip
+        "nf": 64,
+        "nframes": 7,
+        "groups": 8,
+        "front_RBs": 5,
+        "mid_RBs": 0,
+        "back_RBs": 40,
+        "HR_in": False,
+    }
     # network_G keys: the constructor's arguments (StvsrArch.config_keys)
     config_required: ClassVar[tuple[str, ...]] = ("nf", "nframes", "groups", "front_RBs", "back_RBs")  # define_G
     config_ignored: ClassVar[tuple[str, ...]] = ("mid_RBs", "HR_in")  # in the official config, unused by its code

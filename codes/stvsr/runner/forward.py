@@ -22,16 +22,6 @@ import torch.nn.functional as F
 
 from .tiling import DEFAULT_OVERLAP, tiled_forward
 
-__all__ = [
-    "PAD_MODES",
-    "ModelFacts",
-    "crop_output",
-    "pad_frames",
-    "run_padded",
-    "self_ensemble",
-    "window_forward",
-]
-
 PAD_MODES = ("zero", "replicate")
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
