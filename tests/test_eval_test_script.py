@@ -163,3 +163,32 @@ def test_errors_before_computation(tmp_path: Path, capsys) -> None:
     assert "xiang2020zooming.pth: no such file" in error("-opt", shipped, "--checkpoint", "xiang2020zooming.pth")
     opt.write_text("nme: x\n")
     assert "Did you mean 'name'" in error("-opt", str(opt))
+
+
+def test_test_clips_come_from_the_dataset_registry(tmp_path: Path, capsys, monkeypatch) -> None:
+    """datasets.test.mode names any registered dataset of test clips (default VideoFolder): a new benchmark dataset
+    is one registered class, not a new command."""
+    from stvsr.data.video_folder import VideoFolder
+    from stvsr.registry import DATASETS
+
+    built = []
+
+    class FirstClipOnly(VideoFolder):
+        """A stand-in benchmark: the first clip of a folder."""
+
+        def __init__(self, opt) -> None:
+            built.append(opt["mode"])
+            super().__init__(opt)
+            self.clips = self.clips[:1]
+
+    monkeypatch.setitem(DATASETS._items, "FirstClipOnly", FirstClipOnly)  # registered for this test only
+    gt, _ = synthetic_clips(tmp_path, {"a": 7, "b": 7}, (32, 48))
+    opt = tmp_path / "test.yml"
+    opt.write_text(f"datasets:\n  test:\n    mode: FirstClipOnly\n    dataroot_GT: {gt}\n")
+    args = ["-opt", str(opt), "--model", "bicubic", "--results_root", str(tmp_path / "res"), "--no_progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert built == ["FirstClipOnly"] and "mean over 1 clips" in out and "7/7" in out
+    opt.write_text(f"datasets:\n  test:\n    mode: VideoFolders\n    dataroot_GT: {gt}\n")
+    assert main(args) == 2
+    assert "Did you mean 'VideoFolder'" in capsys.readouterr().err

@@ -73,3 +73,13 @@ def test_lr_folder_missing_error_and_means(tmp_path: Path, capsys) -> None:
     table = list(csv.DictReader(x for x in lines if not x.startswith("#")))
     clip_means = [float(r["psnr_y"]) for r in table if r["frame"] == "mean"]
     assert len(clip_means) == 2 and float(rows["slow"][3]) == pytest.approx(np.mean(clip_means), abs=1e-4)
+
+
+def test_split_datasets_come_from_the_dataset_registry(tmp_path: Path, capsys) -> None:
+    gt, _ = make_vimeo_tree(tmp_path, ["00001/0001"], height=32, width=48)
+    for split in ("slow", "medium", "fast"):
+        (tmp_path / f"sep_{split}_testset.txt").write_text("00001/0001\n")
+    opt = tmp_path / "vimeo.yml"
+    opt.write_text(f"datasets:\n  mode: VimeoTests\n  dataroot_GT: {gt}\n  list_dir: {tmp_path}\n")
+    assert main(["-opt", str(opt), "--model", "bicubic", "--results_root", str(tmp_path / "res")]) == 2
+    assert "Did you mean 'VimeoTest'" in capsys.readouterr().err

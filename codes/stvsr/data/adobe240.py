@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS
+from ..runner import window_starts
 from .augment import Flips, random_crop, to_tensor
 from .io import DataError, list_clips, read_clip_list, require_dir
 from .options import NONE, PATH, Key, resolve_options
@@ -99,7 +100,9 @@ class Adobe240(Dataset):
         if stride < 1:
             raise DataError(f"{self.NAME}: window_stride must be >= 1, got {stride}")
         self.items = [
-            (i, s) for i, clip in enumerate(self.clips) for s in range(0, len(clip) - self.n_frames + 1, stride)
+            (i, s)
+            for i, clip in enumerate(self.clips)
+            for s in window_starts(len(clip), self.n_frames, stride, cover_tail=False)
         ]
         n = self.n_frames - 1
         self.time = torch.tensor([k / n for k in range(1, n)], dtype=torch.float32)

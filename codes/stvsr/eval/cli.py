@@ -114,8 +114,11 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_clips(settings: Mapping[str, Any]) -> list[Any]:
+    """The test clips: the dataset ``datasets.test.mode`` (default ``VideoFolder``) from the ``DATASETS`` registry,
+    any registered dataset of test clips (its ``clips``: objects like :class:`stvsr.data.video_folder.Clip`),
+    checked before the first network call."""
+    from stvsr.data import build_dataset
     from stvsr.data.io import DataError, list_clips, require_dir
-    from stvsr.data.video_folder import VideoFolder
 
     ds = settings["dataset"]
     protocol: Protocol = settings["protocol"]
@@ -130,8 +133,9 @@ def build_clips(settings: Mapping[str, Any]) -> list[Any]:
                     f"LR clip(s) without GT: {', '.join(orphans)} are in {lq_root} but not in {gt_root}: "
                     f"add their GT or select clips with --clips"
                 )
+        mode = ds.get("mode") or "VideoFolder"
         options = {
-            "mode": "VideoFolder",
+            "mode": mode,
             "dataroot_GT": ds["dataroot_GT"],
             "dataroot_LQ": ds.get("dataroot_LQ"),
             "scale": protocol.scale,
@@ -139,10 +143,12 @@ def build_clips(settings: Mapping[str, Any]) -> list[Any]:
         }
         if not ds.get("dataroot_LQ"):
             options["degradation"] = protocol.degradation
-        dataset = VideoFolder(options)
+        dataset = build_dataset(options)
     except DataError as exc:
         raise EvalError(str(exc)) from None
-    clips = [dataset.clip(i) for i in range(len(dataset.clips))]
+    if not hasattr(dataset, "clips"):
+        raise EvalError(f"datasets.test.mode {mode}: not a dataset of test clips (no 'clips'): use VideoFolder")
+    clips = list(dataset.clips)
     if not ds.get("clips"):
         _report_found(gt_root, [c.name for c in clips])
     try:

@@ -52,7 +52,7 @@ MODEL_SCHEMA: dict[str, Any] = {
 }
 TEST_DATASET_SCHEMA: dict[str, Any] = {
     "name": Key(OPT_STR),
-    "mode": Key(str, "VideoFolder", choices=("VideoFolder",)),
+    "mode": Key(str, "VideoFolder", help="a registered dataset of test clips (DATASETS)"),
     "dataroot_GT": Key(OPT_STR, path=True, help="a folder of clip folders"),
     "dataroot_LQ": Key(OPT_STR, path=True, help="the LR clip folders; empty: LR made from GT"),
     "degradation": Key(OPT_STR),

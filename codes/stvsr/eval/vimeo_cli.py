@@ -36,6 +36,7 @@ TABLE_ORDER = ("fast", "medium", "slow")
 VIMEO_SCHEMA: dict[str, Any] = {
     **{k: v for k, v in MODEL_SCHEMA.items() if k != "model"},
     "datasets": {
+        "mode": Key(str, "VimeoTest", help="the dataset of a split: a registered dataset (DATASETS)"),
         "dataroot_GT": Key(OPT_STR, path=True, help="the Vimeo septuplet 'sequences' folder"),
         "dataroot_LQ": Key(OPT_STR, path=True, help="the LR 'sequences' folder; empty: LR made from GT"),
         "list_dir": Key(OPT_STR, path=True, help="folder of sep_{slow,medium,fast}_testset.txt"),
@@ -125,15 +126,16 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_split(settings: dict[str, Any], split: str) -> tuple[Any, int]:
-    """The VimeoTest dataset of a split and the number of listed clips missing on disk."""
+    """The dataset of a split (``datasets.mode``, default ``VimeoTest``, from the ``DATASETS`` registry) and the
+    number of listed clips missing on disk."""
+    from stvsr.data import build_dataset
     from stvsr.data.io import DataError, MissingClipsError, read_clip_list
-    from stvsr.data.vimeo import VimeoTest
 
     data, protocol = settings["data"], settings["protocol"]
     list_file = settings["lists"][split]
     listed = len(read_clip_list(list_file))
     options = {
-        "mode": "VimeoTest",
+        "mode": data.get("mode") or "VimeoTest",
         "dataroot_GT": data["dataroot_GT"],
         "dataroot_LQ": data.get("dataroot_LQ"),
         "list_file": list_file,
@@ -143,7 +145,7 @@ def build_split(settings: dict[str, Any], split: str) -> tuple[Any, int]:
     if not data.get("dataroot_LQ"):
         options["degradation"] = protocol.degradation
     try:
-        dataset = VimeoTest(options)
+        dataset = build_dataset(options)
     except DataError as exc:
         if isinstance(exc, MissingClipsError) and exc.left == 0 and options["missing"] == "skip":
             return None, listed  # none of the split's clips is on disk: reported as a missing split
