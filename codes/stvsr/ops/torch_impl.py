@@ -129,8 +129,9 @@ _BAND_BYTES = 4 << 20
 
 
 # With autograd, every sample tensor lives until the backward. The convolution is a sum over its
-# deformable groups, so it is computed for blocks of groups whose sample tensors stay below this size:
-# glibc serves larger blocks with fresh mmap()s, whose page faults (zeroing) cost a third of the time.
+# deformable groups, so it is computed for blocks of groups whose sample tensors stay below about this
+# size (glibc serves larger buffers with fresh mmap()s, whose page faults cost a third of the time), but
+# with at least one (sample, group) plane per thread.
 _BLOCK_BYTES = 8 << 20
 
 
@@ -140,9 +141,11 @@ def _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, di
     out_h, out_w = offset.shape[2:]
     taps = kh * kw
     group_bytes = b * (c // groups) * taps * out_h * out_w * input.element_size()
-    per_block = max(1, min(groups, _BLOCK_BYTES // group_bytes))
-    while groups % per_block:
-        per_block -= 1
+    # grid_sample's backward runs one thread per plane: a block needs at least as many planes as threads.
+    planes_for_threads = -(-torch.get_num_threads() // b)
+    per_block = min(groups, max(1, _BLOCK_BYTES // group_bytes, planes_for_threads))
+    while groups % per_block:  # up to a divisor of the groups
+        per_block += 1
     blocks = groups // per_block
     # split(), not slicing: the backward of a split is one concatenation, that of a slice a zero-filled
     # full-size gradient per block.
