@@ -73,6 +73,12 @@ def requested_backend() -> str:
     return name
 
 
+def is_compiling() -> bool:
+    """Whether torch.compile is tracing the caller (always False on torch 2.1 and 2.2)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling is not None and is_compiling())
+
+
 def resolve(device: torch.device, backend: str | None = None) -> str:
     """The backend to run for a tensor on ``device``: ``backend`` if given, else the environment's choice.
 
@@ -97,7 +103,8 @@ def _choose(name: str, device: torch.device) -> str:
         reason = why_unavailable(name, device)
         if reason:
             raise RuntimeError(f"DCN backend '{name}' was requested but cannot run on {device.type}: {reason}")
-    if (name, device.type) not in _announced:
+    # Not while torch.compile traces (a logging call breaks the graph): the next eager call announces it.
+    if (name, device.type) not in _announced and not is_compiling():
         _announced.add((name, device.type))
         logger.info("Deformable convolution backend on %s: %s", device.type, name)
     return name

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from .backends import is_compiling as _is_compiling
 from .functional import IntPair, deform_sample, modulated_deform_conv2d
 
 logger = logging.getLogger(__name__)
@@ -32,11 +33,6 @@ OFFSET_WARNING_THRESHOLD = 100.0
 _CHECK_EVERY = 50  # eager forwards of a module between two reads of its offset magnitude (a GPU sync)
 _WARN_INTERVAL_S = 60.0
 _last_warning = [-math.inf]
-
-
-def _is_compiling() -> bool:
-    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3; absent in 2.1 and 2.2
-    return bool(is_compiling is not None and is_compiling())
 
 
 def offset_magnitudes(model: nn.Module) -> dict[str, float]:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .backends import is_compiling
+
 Pair = tuple[int, int]
 
 
@@ -141,8 +143,10 @@ def _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, di
     out_h, out_w = offset.shape[2:]
     taps = kh * kw
     group_bytes = b * (c // groups) * taps * out_h * out_w * input.element_size()
-    # grid_sample's backward runs one thread per plane: a block needs at least as many planes as threads.
-    planes_for_threads = -(-torch.get_num_threads() // b)
+    # grid_sample's eager backward runs one thread per plane: a block needs at least as many planes as
+    # threads (traced code does not ask: torch.get_num_threads() breaks a torch.compile graph).
+    threads = 1 if is_compiling() else torch.get_num_threads()
+    planes_for_threads = -(-threads // b)
     per_block = min(groups, max(1, _BLOCK_BYTES // group_bytes, planes_for_threads))
     while groups % per_block:  # up to a divisor of the groups
         per_block += 1
