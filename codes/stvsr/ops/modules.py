@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from .backends import is_compiling as _is_compiling
+from .backends import is_compiling
 from .functional import IntPair, deform_sample, modulated_deform_conv2d
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class _OffsetMaskHead(nn.Module):
         if torch.jit.is_tracing():
             return
         self.offset_magnitude.copy_(offset.detach().abs().mean())
-        if _is_compiling():
+        if is_compiling():
             return  # a compiled model is checked from outside (the trainer calls check_offsets)
         self._forwards += 1
         if self._forwards % _CHECK_EVERY == 1:  # eager use: the official per-forward warning, rate-limited

@@ -137,19 +137,22 @@ _BAND_BYTES = 4 << 20
 _BLOCK_BYTES = 8 << 20
 
 
+def _groups_per_block(batch: int, group_bytes: int, groups: int) -> int:
+    """Deformable groups per block: samples within _BLOCK_BYTES, at least one plane per thread, a divisor."""
+    # grid_sample's eager backward runs one thread per plane (traced code does not ask: reading
+    # torch.get_num_threads() breaks a torch.compile graph).
+    threads = 1 if is_compiling() else torch.get_num_threads()
+    per_block = min(groups, max(1, _BLOCK_BYTES // group_bytes, -(-threads // batch)))
+    while groups % per_block:  # up to a divisor of the groups
+        per_block += 1
+    return per_block
+
+
 def _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, dilation, groups) -> torch.Tensor:
     b, c, _, _ = input.shape
     c_out, _, kh, kw = weight.shape
     out_h, out_w = offset.shape[2:]
-    taps = kh * kw
-    group_bytes = b * (c // groups) * taps * out_h * out_w * input.element_size()
-    # grid_sample's eager backward runs one thread per plane: a block needs at least as many planes as
-    # threads (traced code does not ask: torch.get_num_threads() breaks a torch.compile graph).
-    threads = 1 if is_compiling() else torch.get_num_threads()
-    planes_for_threads = -(-threads // b)
-    per_block = min(groups, max(1, _BLOCK_BYTES // group_bytes, planes_for_threads))
-    while groups % per_block:  # up to a divisor of the groups
-        per_block += 1
+    per_block = _groups_per_block(b, b * (c // groups) * kh * kw * out_h * out_w * input.element_size(), groups)
     blocks = groups // per_block
     # split(), not slicing: the backward of a split is one concatenation, that of a slice a zero-filled
     # full-size gradient per block.
@@ -181,11 +184,15 @@ def modulated_deform_conv2d(
     groups: int,
 ) -> torch.Tensor:
     """DCNv2: the kh x kw contraction of the modulated samples with ``weight``."""
+    if _needs_grad(input, offset, mask, weight, bias):
+        return _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, dilation, groups)
+    return _conv_by_row_bands(input, offset, mask, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv_by_row_bands(input, offset, mask, weight, bias, stride, padding, dilation, groups) -> torch.Tensor:
     b = input.shape[0]
     c_out, _, kh, kw = weight.shape
     out_h, out_w = offset.shape[2:]
-    if _needs_grad(input, offset, mask, weight, bias):
-        return _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, dilation, groups)
     flat_weight = weight.reshape(c_out, -1)
     sampler = _Sampler(input, (kh, kw), stride, padding, dilation, groups)
     out = input.new_empty(b, c_out, out_h, out_w)
