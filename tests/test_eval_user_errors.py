@@ -153,6 +153,44 @@ def test_failure_or_ctrl_c_part_way_keeps_what_was_scored(tmp_path, capsys, monk
             assert "002.png cannot be decoded" in captured.err
 
 
+def test_vimeo_failure_or_ctrl_c_part_way_keeps_the_splits_scored(tmp_path, capsys, monkeypatch):
+    """test_vimeo.py: a clip that fails to decode (or Ctrl-C) in the second split keeps the first split's table
+    and the clips of the second already scored, as a partial report; exit 2 (130 for Ctrl-C), no traceback."""
+    from data_support import make_vimeo_tree
+    from stvsr.data.io import DataError
+    from stvsr.data.vimeo import VimeoTest
+
+    gt, lr = make_vimeo_tree(tmp_path, ["00001/0001", "00001/0002", "00001/0003"], height=16, width=24)
+    (tmp_path / "sep_fast_testset.txt").write_text("00001/0001\n")
+    (tmp_path / "sep_medium_testset.txt").write_text("00001/0002\n00001/0003\n")
+    (tmp_path / "sep_slow_testset.txt").write_text("00001/0001\n")
+    real_item = VimeoTest.__getitem__
+    bad = gt / "00001" / "0003" / "im4.png"
+    for error, code in ((DataError(f"image {bad} cannot be decoded"), 2), (KeyboardInterrupt(), 130)):
+
+        def failing_item(self, i, error=error):
+            sample = real_item(self, i)
+            if sample["key"] == "00001/0003":
+                raise error
+            return sample
+
+        monkeypatch.setattr(VimeoTest, "__getitem__", failing_item)
+        args = ["--model", "bicubic", "--dataroot_GT", str(gt), "--dataroot_LQ", str(lr), "--list_dir", str(tmp_path)]
+        args += ["--results_root", str(tmp_path / "res"), "--name", "v", "--no_progress"]
+        assert vimeo_cli.main(args) == code
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err and "PARTIAL: split medium: 1 of 2 clips scored" in captured.out
+        rows = [line.split() for line in captured.out.splitlines() if line.split()[:1] in (["fast"], ["medium"])]
+        assert [r[:2] for r in rows] == [["fast", "1"], ["medium", "1"]]
+        assert "slow" not in [line.split()[:1][0] for line in captured.out.splitlines() if line.split()]
+        report = (tmp_path / "res" / "v" / "v_table_partial.txt").read_text()
+        assert "PARTIAL" in report and "00001/0002" in report
+        assert (tmp_path / "res" / "v" / "v_medium_partial.csv").is_file()
+        assert not (tmp_path / "res" / "v" / "v_table.txt").exists()
+        if code == 2:
+            assert str(bad) in captured.err
+
+
 def test_text_file_is_not_a_video(tmp_path, capsys):
     text = tmp_path / "notes.txt"
     text.write_text("hello, this is not a video\n" * 40)

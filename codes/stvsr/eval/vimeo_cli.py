@@ -24,7 +24,7 @@ from stvsr.device import default_device
 from stvsr.runner import ModelFacts
 from stvsr.schema import Key, OptionsError, repo_root, resolve_path
 
-from .evaluator import EvalError, protocol_forward, score_frame
+from .evaluator import EvalError, EvaluationStopped, protocol_forward, score_frame
 from .metrics import quantize
 from .model_setup import MODEL_SCHEMA, NONE, OPT_STR, build_model, choose_network, load_yaml, model_help
 from .protocol import Protocol, Results
@@ -158,24 +158,41 @@ def evaluate_split(model: torch.nn.Module, dataset: Any, settings: dict[str, Any
     protocol: Protocol = settings["protocol"]
     results = Results(protocol, label, ModelFacts.of(model).size_multiple)
     run = protocol_forward(model, protocol)
+    from stvsr.data.io import DataError
 
-    items = range(len(dataset))
+    bar = None
     if settings["progress"]:
         from tqdm import tqdm
 
-        items = tqdm(items, unit="clip")
-    for i in items:
-        sample = dataset[i]
-        x = sample["LQs"][None].to(settings["device"])
-        y = run(x)
-        out = quantize(y[0].float().cpu().permute(0, 2, 3, 1).numpy())
-        gt = quantize(sample["GT"].permute(0, 2, 3, 1).numpy())  # exact: GT was uint8 / 255
-        if out.shape != gt.shape:
-            raise EvalError(f"clip {sample['key']}: output {out.shape} vs GT {gt.shape}")
-        for t in range(gt.shape[0]):
-            results.add(sample["key"], t, f"im{t + 1}.png", 0, score_frame(out[t], gt[t], protocol.crop_border))
-        results.clip_lengths[sample["key"]] = gt.shape[0]
+        bar = tqdm(total=len(dataset), unit="clip")
+    try:
+        for i in range(len(dataset)):
+            _score_clip(run, dataset[i], results, settings)
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        done = len(results.clips())
+        raise EvaluationStopped(f"interrupted (Ctrl-C) after {done} of {len(dataset)} clips", results, 130) from None
+    except DataError as exc:  # a frame that fails to decode part-way: keep what was scored, name the frame
+        raise EvaluationStopped(str(exc), results, 2) from None
+    finally:
+        if bar is not None:
+            bar.close()
     return results
+
+
+def _score_clip(run: Any, sample: dict[str, Any], results: Results, settings: dict[str, Any]) -> None:
+    """One septuplet: LR frames in, all 7 outputs scored into ``results``."""
+    protocol: Protocol = settings["protocol"]
+    x = sample["LQs"][None].to(settings["device"])
+    y = run(x)
+    out = quantize(y[0].float().cpu().permute(0, 2, 3, 1).numpy())
+    gt = quantize(sample["GT"].permute(0, 2, 3, 1).numpy())  # exact: GT was uint8 / 255
+    if out.shape != gt.shape:
+        raise EvalError(f"clip {sample['key']}: output {out.shape} vs GT {gt.shape}")
+    for t in range(gt.shape[0]):
+        results.add(sample["key"], t, f"im{t + 1}.png", 0, score_frame(out[t], gt[t], protocol.crop_border))
+    results.clip_lengths[sample["key"]] = gt.shape[0]
 
 
 def table(rows: list[tuple[str, int, int, int, dict[str, float] | None]], protocol: Protocol) -> str:
@@ -214,12 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvalError as exc:
         print(f"test_vimeo.py: error: {exc}", file=sys.stderr)
         return 2
-    protocol: Protocol = settings["protocol"]
     network, checkpoint = settings["network"]["which_model_G"], settings["checkpoint"] or "none"
     label = f"{type(model).__name__} ({network}), checkpoint {checkpoint}"
     out_dir = settings["results_root"] / settings["name"]
     start = time.time()
     rows, parts = [], []
+    stopped, partial = None, ""
     for split in [s for s in TABLE_ORDER if s in splits]:
         dataset, missing = splits[split]
         listed = missing + (len(dataset) if dataset is not None else 0)
@@ -230,15 +247,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         try:
             results = evaluate_split(model, dataset, settings, label)
+        except EvaluationStopped as exc:  # keep what was scored: the finished splits and this one in part
+            stopped, results = exc, exc.results
+            partial = (
+                f"PARTIAL: split {split}: {len(results.clips())} of {len(dataset)} clips scored (the last maybe in "
+                f"part), later splits not run; stopped: {exc}"
+            )
         except EvalError as exc:
             print(f"test_vimeo.py: error: {exc}", file=sys.stderr)
             return 2
-        results.write_csv(out_dir / f"{settings['name']}_{split}.csv")
-        rows.append((split, len(dataset), missing, listed, results.overall()))
-        parts.append(f"[{split}] list {settings['lists'][split]}\n{results.report()}")
+        tail = "_partial" if stopped is not None else ""
+        if results.frames:
+            results.write_csv(out_dir / f"{settings['name']}_{split}{tail}.csv")
+            rows.append((split, len(results.clips()), missing, listed, results.overall()))
+            parts.append(f"[{split}] list {settings['lists'][split]}\n{results.report()}")
+        if stopped is not None:
+            break
+    return _write_report(settings, label, model, rows, parts, (stopped, partial), start)
+
+
+def _write_report(
+    settings: dict[str, Any],
+    label: str,
+    model: torch.nn.Module,
+    rows: list[tuple[str, int, int, int, dict[str, float] | None]],
+    parts: list[str],
+    stop: tuple[EvaluationStopped | None, str],
+    start: float,
+) -> int:
+    """Print and write the table (``_table_partial.txt`` and exit 2 / 130 when the run stopped part-way)."""
+    protocol: Protocol = settings["protocol"]
+    out_dir = settings["results_root"] / settings["name"]
+    stopped, partial = stop
+    if stopped is not None and not rows:
+        print(f"test_vimeo.py: error: {stopped} (nothing was scored)", file=sys.stderr)
+        return stopped.exit_code
     header = [f"model: {label}", f"protocol: {protocol.describe(ModelFacts.of(model).size_multiple)}"]
     report = "\n".join([*header, "", table(rows, protocol)])
+    if stopped is not None:
+        report += "\n" + partial
     print(report)
-    atomic_write(out_dir / f"{settings['name']}_table.txt", report + "\n\n" + "\n\n".join(parts) + "\n")
+    name = f"{settings['name']}_table{'_partial' if stopped is not None else ''}.txt"
+    atomic_write(out_dir / name, report + "\n\n" + "\n\n".join(parts) + "\n")
     print(f"results: {out_dir} ({time.time() - start:.1f} s)")
+    if stopped is not None:
+        print(f"test_vimeo.py: error: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     return 0
