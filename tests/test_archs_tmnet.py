@@ -351,6 +351,40 @@ def test_tiny_tmnet_through_test_py(tmp_path: Path, capsys):
     assert "8/8" in out and "pad_multiple=4" in out
 
 
+def test_adobe240_protocol_config_and_tiny_tmnet(tmp_path: Path, capsys):
+    """options/test/test_tmnet_adobe240.yml is the official multiple-frames protocol (windows of 7, stride 6,
+    first and last frame in, t = 1/6 .. 5/6); a tiny TMNet through codes/test.py with it scores every frame of a
+    13-frame clip, and the tail window's frames equal the model's own forward_times on frames 6 and 12."""
+    import numpy as np
+
+    from stvsr.checkpoint import save_state_dict
+    from stvsr.data.io import list_images, read_image
+    from stvsr.eval import cli
+    from stvsr.eval.metrics import quantize
+
+    adobe = cli.resolve(cli.build_parser().parse_args(["-opt", str(ROOT / "options/test/test_tmnet_adobe240.yml")]))
+    assert adobe["network"] == dict(OFFICIAL) and adobe["strict"]
+    p = adobe["protocol"]
+    assert (p.window, p.stride, p.time_factor, p.tail) == (7, 6, 6, "all")
+    _clip(tmp_path, frames=13, size=(16, 32))
+    save_state_dict(tiny(), tmp_path / "tmnet.pth")
+    net = ", ".join(f"{k}: {v}" for k, v in TINY.items())
+    opt = tmp_path / "tiny.yml"  # the tiny model with the protocol given as flags
+    opt.write_text(f"network_G: {{{net}}}\n")
+    args = ["-opt", str(opt), "--checkpoint", str(tmp_path / "tmnet.pth"), "--dataroot_GT", str(tmp_path / "GT")]
+    args += ["--dataroot_LQ", str(tmp_path / "LR"), "--results_root", str(tmp_path / "res"), "--name", "a"]
+    args += ["--window", "7", "--stride", "6", "--time_factor", "6", "--save_images", "--no_progress"]
+    assert cli.main([*args, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "13/13" in out and "time_factor=6" in out
+    lr = np.stack([read_image(q) for q in list_images(tmp_path / "LR" / "a")])
+    x = torch.from_numpy(lr[[6, 12]]).permute(0, 3, 1, 2)[None].float().div(255.0)
+    with torch.no_grad():
+        ref = quantize(tiny().eval().forward_times(x, 6)[0].permute(0, 2, 3, 1).numpy())
+    saved = np.stack([read_image(q) for q in list_images(tmp_path / "res" / "a" / "images" / "a")])
+    assert saved.shape[0] == 13 and np.abs(saved[7:].astype(int) - ref[1:].astype(int)).max() <= 1
+
+
 def test_stvsr_infer_time_factor(tmp_path: Path):
     """stvsr-infer --time-factor 4 with a tiny TMNet on a folder of 5 LR frames (one window): 4 * 4 + 1 output
     frames, equal to the model's own forward_times on the window zero-padded to x4, cropped and quantised."""

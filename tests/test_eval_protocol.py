@@ -102,3 +102,19 @@ def test_averaging_report_and_csv(tmp_path) -> None:
     assert len(rows) == 6 + 2 + 2
     assert rows[-2]["frame"] == "mean_of_clips" and float(rows[-2]["psnr_y"]) == 25.5
     assert list(tmp_path.joinpath("sub").iterdir()) == [path]  # no temporary left behind
+
+
+def test_time_factor_windows_feed_every_kth_frame() -> None:
+    """TMNet's Adobe240 protocol: windows of 7, stride 6, the first and last frame in (t = 1/6 .. 5/6)."""
+    adobe = Protocol(window=7, stride=6, time_factor=6)
+    plan = plan_windows(15, adobe)
+    assert [w.inputs for w in plan] == [(0, 6), (6, 12), (8, 14)]  # the tail window is always appended
+    assert [t for _, t in plan[2].scored] == [13, 14]
+    every = [t for w in plan for _, t in w.scored]
+    assert sorted(every) == list(range(15)) and len(every) == len(set(every))
+    assert plan_windows(9, Protocol(window=9, stride=8, time_factor=4))[0].inputs == (0, 4, 8)
+    with pytest.raises(ValueError, match="time_factor"):
+        Protocol(window=7, time_factor=4)  # 4 does not divide 6
+    with pytest.raises(ValueError, match="time_factor"):
+        Protocol(time_factor=1)
+    assert "time_factor=6" in adobe.describe() and "time_factor" not in Protocol().describe()

@@ -231,3 +231,52 @@ def test_stvsr_infer_text_file_subprocess_has_one_line(tmp_path):
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "is not a video" in proc.stderr
+
+
+class _TimeBlend(torch.nn.Module):
+    """A model with ``forward_times``: nearest x4 of the key frames and their linear blend at t = j/k; it records
+    the mean of each LR frame it is given (which identifies the frame in the clip below)."""
+
+    supports_time_factor = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_times(x, 2)
+
+    def forward_times(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        self.seen.append([round(float(v) * 255) for v in x[0].mean(dim=(1, 2, 3))])
+        frames = [x[:, 0]]
+        for a, b in zip(x[:, :-1].unbind(1), x[:, 1:].unbind(1), strict=True):
+            frames += [a + (b - a) * j / k for j in range(1, k)] + [b]
+        return torch.stack(frames, 1).repeat_interleave(4, -2).repeat_interleave(4, -1)
+
+
+def test_time_factor_protocol_calls_forward_times_on_every_kth_frame(tmp_path, capsys):
+    """codes/test.py with TMNet's Adobe240 protocol (time factor 6): the model sees frames 0 and 6, 6 and 12, and
+    the tail window's 7 and 13; frame t of the clip is grey 20 + 10 t, so the blend is exact (PSNR > 300 dB)."""
+    from stvsr.data.video_folder import VideoFolder
+    from stvsr.eval.evaluator import EvalError, evaluate_clips
+    from stvsr.eval.protocol import Protocol
+
+    for t in range(14):
+        grey = np.full((8, 12, 3), 20 + 10 * t, dtype=np.uint8)
+        write_image(tmp_path / "GT" / "c" / f"{t:03d}.png", np.repeat(np.repeat(grey, 4, 0), 4, 1))
+        write_image(tmp_path / "LR" / "c" / f"{t:03d}.png", grey)
+    clips = VideoFolder({"dataroot_GT": str(tmp_path / "GT"), "dataroot_LQ": str(tmp_path / "LR")}).clips
+    model = _TimeBlend()
+    adobe = Protocol(window=7, stride=6, time_factor=6, degradation="folder")
+    results = evaluate_clips(model, clips, adobe, progress=False)
+    assert model.seen == [[20, 80], [80, 140], [90, 150]]
+    assert len(results.frames) == 14 and all(f.values["psnr_y"] > 300 for f in results.frames)
+    assert "time_factor=6" in results.report()
+    with pytest.raises(EvalError, match="time_factor 6: Bicubic"):
+        from stvsr.archs import build_arch
+
+        evaluate_clips(build_arch({"which_model_G": "bicubic"}), clips, adobe, progress=False)
+    # the same from the command line; test_vimeo.py refuses it (septuplets are x2)
+    args = ["--model", "bicubic", "--dataroot_GT", str(tmp_path / "GT"), "--time_factor", "6", "--no_progress"]
+    assert test_cli.main([*args, "--results_root", str(tmp_path / "res")]) == 2
+    assert "makes one intermediate frame per pair only" in capsys.readouterr().err

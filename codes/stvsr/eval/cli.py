@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self_ensemble", action="store_true", default=None, help="x8 flip/transpose ensemble")
     p.add_argument("--tile", type=int, help="run on overlapping LR tiles of this size (bounds memory)")
     p.add_argument("--tile_overlap", type=int, help="overlap of the tiles in LR pixels (default 16)")
+    p.add_argument(
+        "--time_factor",
+        type=int,
+        help="the network sees every k-th frame of a window and makes the k-1 between (default 2; TMNet's Adobe240 "
+        "protocol: 6 with --window 7, models with forward_times only)",
+    )
+    p.add_argument("--window", type=int, help="HR frames per window (default 7)")
+    p.add_argument("--stride", type=int, help="first frames of successive windows this far apart (default 6)")
     p.add_argument("--save_images", action="store_true", default=None, help="write the scored output frames")
     p.add_argument("--results_root", help="where results go (default experiments/results)")
     p.add_argument("--name", help="run name (default from the options or the model)")
@@ -83,7 +91,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         paths["pretrain_model_G"] = args.checkpoint
     if args.results_root is not None:
         paths["results_root"] = args.results_root
-    for key in ("tail", "color", "pad_multiple", "pad_mode", "crop_border", "self_ensemble", "tile", "tile_overlap"):
+    flags = ("tail", "color", "pad_multiple", "pad_mode", "crop_border", "self_ensemble", "tile", "tile_overlap")
+    for key in (*flags, "time_factor", "window", "stride"):
         if getattr(args, key) is not None:
             protocol[key] = getattr(args, key)
     if dataset.get("dataroot_LQ"):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from stvsr.errors import StvsrError
-from stvsr.runner import ModelFacts, window_forward
+from stvsr.runner import ModelFacts, time_factor_forward, window_forward
 
 from .metrics import calculate_psnr, calculate_ssim, quantize
 from .protocol import Protocol, Results, plan_windows
@@ -123,10 +123,16 @@ def protocol_forward(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """One LR window (B, N, 3, h, w) -> ``model``'s output, padded to the protocol's multiple, tiled and
     self-ensembled as ``protocol`` says (:func:`stvsr.runner.window_forward`)."""
-    multiple = ModelFacts.of(model).size_multiple
+    facts = ModelFacts.of(model)
+    multiple = facts.size_multiple
+    if protocol.time_factor != 2 and not facts.supports_time_factor:
+        raise EvalError(
+            f"protocol.time_factor {protocol.time_factor}: {type(model).__name__} makes one intermediate frame "
+            "per pair only; other time factors need a model with forward_times (TMNet, SAFA)"
+        )
     try:
         return window_forward(
-            model,
+            time_factor_forward(model, protocol.time_factor),
             protocol.scale,
             protocol.resolved_pad(multiple),
             multiple,
@@ -155,10 +161,12 @@ def evaluate_clips(
     if scale != protocol.scale:
         raise EvalError(f"the model upscales x{scale} but the protocol (and data) are x{protocol.scale}")
     fixed = facts.input_frames  # a model that takes exactly this many LR frames (RSTT: 4)
-    if fixed and (protocol.window + 1) // 2 != fixed:
+    k = protocol.time_factor
+    fed = (protocol.window - 1) // k + 1
+    if fixed and fed != fixed:
         raise EvalError(
             f"{type(model).__name__} takes exactly {fixed} LR frames per call, but protocol.window {protocol.window} "
-            f"feeds {(protocol.window + 1) // 2}: set protocol.window to {2 * fixed - 1}"
+            f"feeds {fed}: set protocol.window to {k * (fixed - 1) + 1}"
         )
     check_clips(clips, protocol)
     results = Results(protocol, model_name, facts.size_multiple)

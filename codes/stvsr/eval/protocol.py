@@ -50,7 +50,10 @@ class Protocol:
     where the LR frames come from: 'BI' or 'BD' made from GT by ``stvsr.data.degrade``, or 'folder' (read from
     ``dataroot_LQ``; then say in ``lr_source`` what made them). ``tile`` (LR pixels, None = whole frames) and
     ``tile_overlap`` run the model on overlapping spatial tiles (:mod:`stvsr.runner.tiling`) to bound memory;
-    they change the output slightly and are printed only when set.
+    they change the output slightly and are printed only when set. ``time_factor`` k: the network sees every k-th
+    frame of a window and makes the k - 1 between each pair (k = 2, the default, is x2 in time; TMNet's Adobe240
+    protocol is window 7, stride 6, k = 6: the first and last frame in, t = 1/6 .. 5/6), which needs a model
+    with ``forward_times``.
     """
 
     color: str = "y"
@@ -66,6 +69,7 @@ class Protocol:
     lr_source: str = ""
     tile: int | None = None
     tile_overlap: int = DEFAULT_OVERLAP
+    time_factor: int = 2
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> None:
@@ -79,12 +83,18 @@ class Protocol:
             bad("pad_mode", f"use one of {', '.join(PAD_MODES)}")
         if self.degradation not in DEGRADATIONS:
             bad("degradation", f"use one of {', '.join(DEGRADATIONS)}")
-        for key in ("crop_border", "window", "stride", "scale"):
+        for key in ("crop_border", "window", "stride", "scale", "time_factor"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 bad(key, "expected a non-negative integer")
         if self.window < 3 or self.window % 2 == 0:
             bad("window", "must be odd and >= 3 (the network sees its even frames)")
+        if self.time_factor < 2 or (self.window - 1) % self.time_factor:
+            bad(
+                "time_factor",
+                f"must be >= 2 and divide window - 1 = {self.window - 1} (the network sees every "
+                "time_factor-th frame of a window, the first and the last included)",
+            )
         if not 1 <= self.stride <= self.window - 1:
             bad("stride", f"must be between 1 and window - 1 = {self.window - 1}")
         if self.scale < 1:
@@ -129,13 +139,16 @@ class Protocol:
             del items["lr_source"]
         if items["tile"] is None:
             del items["tile"], items["tile_overlap"]
+        if items["time_factor"] == 2:  # the x2 of every STVSR table; printed only when another is asked
+            del items["time_factor"]
         return ", ".join(f"{k}={v}" for k, v in items.items())
 
 
 @dataclass(frozen=True)
 class Window:
     """One network call: HR frames ``start .. start + window - 1``; ``inputs`` are the LR frames it sees
-    (every other one), ``scored`` the (output position, frame index) pairs that are scored from it."""
+    (every other one; every ``time_factor``-th in general), ``scored`` the (output position, frame index) pairs
+    that are scored from it."""
 
     start: int
     inputs: tuple[int, ...]
@@ -158,7 +171,7 @@ def plan_windows(length: int, protocol: Protocol | None = None, name: str = "cli
         outputs = tuple(range(start, start + protocol.window))
         scored = tuple((pos, t) for pos, t in enumerate(outputs) if t not in seen)
         seen.update(outputs)
-        plan.append(Window(start, outputs[::2], outputs, scored))
+        plan.append(Window(start, outputs[:: protocol.time_factor], outputs, scored))
     return plan
 
 

@@ -99,6 +99,11 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("pad_multiple", "self_ensemble", "tile", "tile_overlap"):
         if getattr(args, key) is not None:
             protocol[key] = getattr(args, key)
+    if protocol.get("time_factor", 2) != 2:
+        raise EvalError(
+            f"protocol.time_factor {protocol['time_factor']}: Vimeo-90K-T septuplets are scored at x2 in time "
+            "(LR frames 1, 3, 5, 7); use codes/test.py for other time factors"
+        )
     if data.get("dataroot_LQ"):
         protocol["degradation"] = "folder"
         protocol.setdefault("lr_source", str(data["dataroot_LQ"]))

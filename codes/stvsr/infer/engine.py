@@ -25,7 +25,7 @@ from torch import nn
 
 from stvsr.eval.metrics import quantize
 from stvsr.eval.protocol import Protocol
-from stvsr.runner import DEFAULT_OVERLAP, ModelFacts, stream_windows, window_forward
+from stvsr.runner import DEFAULT_OVERLAP, ModelFacts, stream_windows, time_factor_forward, window_forward
 
 from .media import FolderSink, InferError, MediaInfo, VideoSink, check_writable, is_video_path, open_source
 
@@ -79,15 +79,9 @@ class WindowRunner:
         self.precision = precision
         self.scale = facts.upscale
         self.fixed_frames = facts.input_frames
-        forward: Callable[[torch.Tensor], torch.Tensor] = self.model
-        if time_factor != 2:
-
-            def forward(x: torch.Tensor) -> torch.Tensor:
-                return self.model.forward_times(x, time_factor)
-
-        self._run = window_forward(
-            forward, self.scale, facts.size_multiple, facts.size_multiple, pad_mode, tile, tile_overlap
-        )
+        forward = time_factor_forward(self.model, time_factor)
+        multiple = facts.size_multiple
+        self._run = window_forward(forward, self.scale, multiple, multiple, pad_mode, tile, tile_overlap)
 
     def output_count(self, n: int) -> int:
         return (n - 1) * self.time_factor + 1

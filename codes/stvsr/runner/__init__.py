@@ -19,6 +19,7 @@ from .forward import (
     pad_frames,
     run_padded,
     self_ensemble,
+    time_factor_forward,
     window_forward,
 )
 from .tiling import DEFAULT_OVERLAP, tile_starts, tiled_forward
@@ -35,6 +36,7 @@ __all__ = [
     "stream_windows",
     "tile_starts",
     "tiled_forward",
+    "time_factor_forward",
     "window_forward",
     "window_starts",
 ]

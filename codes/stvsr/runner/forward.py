@@ -55,6 +55,14 @@ class ModelFacts:
         )
 
 
+def time_factor_forward(model: Any, time_factor: int = 2) -> Forward:
+    """The model contract at ``time_factor`` k: ``model`` itself for k = 2 (one frame between each pair), else
+    ``model.forward_times(x, k)`` (k - 1 frames at t = 1/k .. (k-1)/k; callers check ``supports_time_factor``)."""
+    if time_factor == 2:
+        return model
+    return lambda x: model.forward_times(x, time_factor)
+
+
 def pad_frames(x: torch.Tensor, multiple: int, mode: str = "zero") -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad (..., h, w) bottom/right to multiples of ``multiple``; returns the padded tensor and (h, w)."""
     h, w = x.shape[-2:]
