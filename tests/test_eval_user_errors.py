@@ -280,3 +280,13 @@ def test_time_factor_protocol_calls_forward_times_on_every_kth_frame(tmp_path, c
     args = ["--model", "bicubic", "--dataroot_GT", str(tmp_path / "GT"), "--time_factor", "6", "--no_progress"]
     assert test_cli.main([*args, "--results_root", str(tmp_path / "res")]) == 2
     assert "makes one intermediate frame per pair only" in capsys.readouterr().err
+
+
+def test_time_factor_models_come_from_the_registry(capsys):
+    """--time-factor's help and the errors name the registered models with forward_times."""
+    from stvsr.archs import time_factor_models
+
+    assert time_factor_models() == ["SAFA", "TMNet"]
+    with pytest.raises(SystemExit):
+        infer_cli.main(["--help"])
+    assert "forward_times (SAFA, TMNet)" in " ".join(capsys.readouterr().out.split())

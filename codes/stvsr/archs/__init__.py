@@ -32,7 +32,13 @@ __all__ = [
     "build_arch",
     "count_parameters",
     "official_network",
+    "time_factor_models",
 ]
+
+
+def time_factor_models() -> list[str]:
+    """The registered architectures with ``forward_times`` (any time factor k >= 2), for help texts and errors."""
+    return [name for name in ARCHS if getattr(ARCHS.get(name), "supports_time_factor", False)]
 
 
 def _check_value(arch: str, key: str, value: Any, default: Any) -> None:

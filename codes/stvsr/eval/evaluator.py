@@ -126,9 +126,11 @@ def protocol_forward(
     facts = ModelFacts.of(model)
     multiple = facts.size_multiple
     if protocol.time_factor != 2 and not facts.supports_time_factor:
+        from stvsr.archs import time_factor_models
+
         raise EvalError(
             f"protocol.time_factor {protocol.time_factor}: {type(model).__name__} makes one intermediate frame "
-            "per pair only; other time factors need a model with forward_times (TMNet, SAFA)"
+            f"per pair only; other time factors need a model with forward_times ({', '.join(time_factor_models())})"
         )
     try:
         return window_forward(

@@ -76,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="run on overlapping LR tiles of this size (bounds memory)")
     p.add_argument("--tile-overlap", type=int, help="tile overlap in LR pixels (default 16)")
     p.add_argument("--window", type=int, help=f"LR frames per model call (default {DEFAULT_WINDOW})")
-    p.add_argument("--time-factor", type=int, help="output frames per input interval: 2 (all), 4 or 8 (SAFA)")
+    from stvsr.archs import time_factor_models
+
+    p.add_argument(
+        "--time-factor",
+        type=int,
+        help="output frames per input interval: 2 (every model), or any k >= 2 with a model that has "
+        f"forward_times ({', '.join(time_factor_models())}); frames at t = 1/k .. (k-1)/k",
+    )
     p.add_argument(
         "--keep-frame-rate", action="store_true", default=None, help="output at the input rate (slow motion)"
     )

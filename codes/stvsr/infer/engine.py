@@ -62,13 +62,15 @@ class WindowRunner:
         if PRECISIONS[precision] is not None and self.device.type != "cuda":
             raise InferError(f"--{precision} runs on CUDA only: add --device cuda (or drop --{precision})")
         if not isinstance(time_factor, int) or time_factor < 2:
-            raise InferError(f"--time-factor {time_factor}: expected an integer >= 2 (2, 4 or 8)")
+            raise InferError(f"--time-factor {time_factor}: expected an integer >= 2 (e.g. 2, 4 or 8)")
         name = type(model).__name__
         facts = ModelFacts.of(model)
         if time_factor != 2 and not facts.supports_time_factor:
+            from stvsr.archs import time_factor_models
+
             raise InferError(
                 f"--time-factor {time_factor}: {name} produces one intermediate frame per pair only (x2); "
-                f"arbitrary time factors need a model with forward_times (SAFA)"
+                f"other time factors need a model with forward_times ({', '.join(time_factor_models())})"
             )
         if tile is not None and tile < 1:
             raise InferError(f"--tile {tile}: expected a positive number of LR pixels")
