@@ -8,8 +8,9 @@ as the official ``tensor2img`` does, and scores each frame once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "check_clips",
     "check_frames_decode",
     "evaluate_clips",
+    "keep_scored",
     "protocol_forward",
     "score_frame",
 ]
@@ -180,19 +182,28 @@ def evaluate_clips(
         from tqdm import tqdm
 
         bar = tqdm(total=sum(len(plan_windows(len(c), protocol, c.name)) for c in clips), unit="window")
-    from stvsr.data.io import DataError
-
     try:
-        _evaluate(clips, protocol, results, run, device, scale, save_dir, bar)
-    except KeyboardInterrupt:
-        done = len(results.clips())
-        raise EvaluationStopped(f"interrupted (Ctrl-C) after {done} of {len(clips)} clips", results, 130) from None
-    except DataError as exc:  # a frame that fails to decode part-way: keep what was scored, name the frame
-        raise EvaluationStopped(str(exc), results, 2) from None
+        with keep_scored(results, len(clips)):
+            _evaluate(clips, protocol, results, run, device, scale, save_dir, bar)
     finally:
         if bar is not None:
             bar.close()
     return results
+
+
+@contextlib.contextmanager
+def keep_scored(results: Results, total: int) -> Iterator[None]:
+    """Ctrl-C or a frame that fails to decode inside the block becomes :class:`EvaluationStopped` carrying
+    ``results`` (what was scored so far, out of ``total`` clips), so that the caller writes a partial report."""
+    from stvsr.data.io import DataError
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = len(results.clips())
+        raise EvaluationStopped(f"interrupted (Ctrl-C) after {done} of {total} clips", results, 130) from None
+    except DataError as exc:  # keep what was scored, name the frame
+        raise EvaluationStopped(str(exc), results, 2) from None
 
 
 def _evaluate(

@@ -24,7 +24,7 @@ from stvsr.device import default_device
 from stvsr.runner import ModelFacts
 from stvsr.schema import Key, OptionsError, repo_root, resolve_path
 
-from .evaluator import EvalError, EvaluationStopped, protocol_forward, score_frame
+from .evaluator import EvalError, EvaluationStopped, keep_scored, protocol_forward, score_frame
 from .metrics import quantize
 from .model_setup import MODEL_SCHEMA, NONE, OPT_STR, build_model, choose_network, load_yaml, model_help
 from .protocol import Protocol, Results
@@ -163,23 +163,17 @@ def evaluate_split(model: torch.nn.Module, dataset: Any, settings: dict[str, Any
     protocol: Protocol = settings["protocol"]
     results = Results(protocol, label, ModelFacts.of(model).size_multiple)
     run = protocol_forward(model, protocol)
-    from stvsr.data.io import DataError
-
     bar = None
     if settings["progress"]:
         from tqdm import tqdm
 
         bar = tqdm(total=len(dataset), unit="clip")
     try:
-        for i in range(len(dataset)):
-            _score_clip(run, dataset[i], results, settings)
-            if bar is not None:
-                bar.update(1)
-    except KeyboardInterrupt:
-        done = len(results.clips())
-        raise EvaluationStopped(f"interrupted (Ctrl-C) after {done} of {len(dataset)} clips", results, 130) from None
-    except DataError as exc:  # a frame that fails to decode part-way: keep what was scored, name the frame
-        raise EvaluationStopped(str(exc), results, 2) from None
+        with keep_scored(results, len(dataset)):
+            for i in range(len(dataset)):
+                _score_clip(run, dataset[i], results, settings)
+                if bar is not None:
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
