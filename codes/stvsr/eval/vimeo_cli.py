@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parts.append(f"[{split}] list {settings['lists'][split]}\n{results.report()}")
         if stopped is not None:
             break
-    return _write_report(settings, label, model, rows, parts, (stopped, partial), start)
+    return _write_report(settings, label, model, rows, parts, start, stopped, partial)
 
 
 def _write_report(
@@ -271,13 +271,14 @@ def _write_report(
     model: torch.nn.Module,
     rows: list[tuple[str, int, int, int, dict[str, float] | None]],
     parts: list[str],
-    stop: tuple[EvaluationStopped | None, str],
     start: float,
+    stopped: EvaluationStopped | None = None,
+    partial: str = "",
 ) -> int:
-    """Print and write the table (``_table_partial.txt`` and exit 2 / 130 when the run stopped part-way)."""
+    """Print and write the table; when the run ``stopped`` part-way, ``_table_partial.txt`` with the ``partial``
+    line, and exit 2 / 130."""
     protocol: Protocol = settings["protocol"]
     out_dir = settings["results_root"] / settings["name"]
-    stopped, partial = stop
     if stopped is not None and not rows:
         print(f"test_vimeo.py: error: {stopped} (nothing was scored)", file=sys.stderr)
         return stopped.exit_code
