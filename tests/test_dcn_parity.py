@@ -100,3 +100,17 @@ def test_gradient_scale_is_realistic(inputs: dict[str, torch.Tensor]) -> None:
     grads = conv_results(inputs, "torch")
     for name in ("grad input", "grad offset", "grad mask"):
         assert 0.05 < rms(grads[name]) <= 1.0, name
+
+
+def test_sample_forward_above_the_fresh_mapping_size(other_backend: str) -> None:
+    """A (B, C, 9, L) output of more than 32 MB, which the ext kernels put on huge pages, is the same."""
+    gen = torch.Generator().manual_seed(1)
+    height, width = 120, 124  # 64 * 9 * 120 * 124 * 4 bytes = 34 MB
+    x = torch.randn(1, C, height, width, generator=gen)
+    offset = 2.0 * torch.randn(1, 2 * G * 9, height, width, generator=gen)
+    mask = torch.rand(1, G * 9, height, width, generator=gen)
+    with torch.no_grad():
+        got = deform_sample(x, offset, mask, 3, 1, 1, 1, G, backend=other_backend)
+        expected = deform_sample(x, offset, mask, 3, 1, 1, 1, G, backend="torch")
+    assert got.nbytes > 32 << 20
+    torch.testing.assert_close(got, expected, rtol=0, atol=TOL)

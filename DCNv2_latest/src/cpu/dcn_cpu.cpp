@@ -1,11 +1,13 @@
 // CPU implementation of the modulated deformable convolution.
 //
-// Layout. The kernels read a channels-last copy of the input padded with one zero pixel on each
-// side, (B, H + 2, W + 2, C). A sample at (y, x) with -1 < y < H and -1 < x < W has its four
-// corners at pixels p, p + 1, p + Wp, p + Wp + 1 of the padded plane, each a contiguous run of the
-// channels of its deformable group; a corner outside the image reads 0. So there are no per-corner
-// bounds checks, and the inner loops run over contiguous channels and vectorise. A sample further
-// out (or at a NaN position) has inside = 0 and contributes nothing.
+// Layout. The kernels read a grouped channels-last copy of the input padded with one zero pixel on
+// each side, (B, G, H + 2, W + 2, C / G): one plane per deformable group. A sample at (y, x) with
+// -1 < y < H and -1 < x < W has its four corners at pixels p, p + 1, p + Wp, p + Wp + 1 of its
+// group's padded plane, each a contiguous run of the group's channels; a corner outside the image
+// reads 0. So there are no per-corner bounds checks, the inner loops run over contiguous channels and
+// vectorise, and every cache line read holds only channels of the group being sampled (a group's
+// plane, unlike the whole image, stays in L2 while a tile's taps are sampled). A sample further out
+// (or at a NaN position) has inside = 0 and contributes nothing.
 //
 // Tiling and contraction. Work is split into tiles of whole output rows of one sample. A thread
 // writes the samples of its tile as an "unfolded" channels-last image, (R * kh, Wo * kw, C): output
@@ -18,6 +20,10 @@
 // at::parallel_for (OpenMP in the PyTorch wheels; honours torch.set_num_threads); the dense
 // convolutions inside a tile run single-threaded.
 #include <ATen/Parallel.h>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -68,6 +74,19 @@ void tap_geometry(const DcnGeometry& geo, int64_t k, int64_t n, const T* __restr
   }
 }
 
+// The four bilinear corner weights times the mask (forward sampling), vectorised like tap_geometry.
+template <typename T>
+void corner_weights(int64_t n, const T* __restrict ly, const T* __restrict lx, const T* __restrict m, T* __restrict w00,
+                    T* __restrict w01, T* __restrict w10, T* __restrict w11) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T hy = T(1) - ly[i], hx = T(1) - lx[i];
+    w00[i] = hy * hx * m[i];
+    w01[i] = hy * lx[i] * m[i];
+    w10[i] = ly[i] * hx * m[i];
+    w11[i] = ly[i] * lx[i] * m[i];
+  }
+}
+
 // Sampling geometry of one (sample, group, tap) over the n positions of a tile, as arrays: the
 // top-left corner pixel in the padded plane, the fractional parts, the inside flag, the mask times
 // the inside flag.
@@ -76,6 +95,7 @@ struct TapTile {
   std::vector<T> base_y, base_x;  // position of tap (0, 0), per tile position
   std::vector<int32_t> pixel;
   std::vector<T> ly, lx, inside, mask;
+  std::vector<T> w00, w01, w10, w11;  // filled by weights() only
 
   // Base positions of the tile [l0, l0 + n); once per tile.
   void start(const DcnGeometry& geo, int64_t l0, int64_t n) {
@@ -93,17 +113,23 @@ struct TapTile {
     tap_geometry(geo, k, n, base_y.data(), base_x.data(), rows.off_y + l0, rows.off_x + l0, rows.mask + l0,
                  ly.data(), lx.data(), inside.data(), mask.data(), pixel.data());
   }
+
+  // The corner weights of the last compute() (the forward needs only these, the backward the parts).
+  void weights(int64_t n) {
+    for (auto* v : {&w00, &w01, &w10, &w11}) v->resize(n);
+    corner_weights(n, ly.data(), lx.data(), mask.data(), w00.data(), w01.data(), w10.data(), w11.data());
+  }
 };
 
-// Pointers to the four corner channel runs of one sample position.
+// Pointers to the four corner channel runs of one sample position in a group's padded plane.
 template <typename T>
 struct Quad {
   T *p00, *p01, *p10, *p11;
-  Quad(T* plane, int32_t pixel, int64_t channels, int64_t wp, int64_t c0) {
-    p00 = plane + int64_t(pixel) * channels + c0;
-    p01 = p00 + channels;
-    p10 = p00 + wp * channels;
-    p11 = p10 + channels;
+  Quad(T* group_plane, int32_t pixel, int64_t cpg, int64_t wp) {
+    p00 = group_plane + int64_t(pixel) * cpg;
+    p01 = p00 + cpg;
+    p10 = p00 + wp * cpg;
+    p11 = p10 + cpg;
   }
 };
 
@@ -132,17 +158,18 @@ void sample_tile(const DcnGeometry& geo, const T* padded, const T* offset, const
   const int64_t K = geo.taps(), C = geo.channels, cpg = run_length<kFixed>(geo.channels_per_group());
   const int64_t wp = geo.width + 2, l0 = r0 * geo.out_w, n = rows * geo.out_w, step = geo.kernel_w * C;
   const Unfolded unfolded(geo);
-  T* plane = const_cast<T*>(padded) + b * (geo.height + 2) * wp * C;
+  const int64_t group_size = (geo.height + 2) * wp * cpg;
   tap.start(geo, l0, n);
   for (int64_t g = 0; g < geo.groups; ++g) {
+    T* plane = const_cast<T*>(padded) + (b * geo.groups + g) * group_size;
     for (int64_t k = 0; k < K; ++k) {
       tap.compute(geo, tap_rows(offset, mask, geo, b, g, k), k, l0, n);
+      tap.weights(n);
       for (int64_t r = 0, i = 0; r < rows; ++r) {
         T* out = cols + unfolded.at(geo, r, 0, k) + g * cpg;
         for (int64_t wo = 0; wo < geo.out_w; ++wo, ++i, out += step) {
-          const Quad<T> q(plane, tap.pixel[i], C, wp, g * cpg);
-          const T m = tap.mask[i], hy = T(1) - tap.ly[i], hx = T(1) - tap.lx[i], ly = tap.ly[i], lx = tap.lx[i];
-          const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
+          const Quad<T> q(plane, tap.pixel[i], cpg, wp);
+          const T w00 = tap.w00[i], w01 = tap.w01[i], w10 = tap.w10[i], w11 = tap.w11[i];
 #pragma omp simd  // the channel runs never overlap the columns
           for (int64_t c = 0; c < cpg; ++c)
             out[c] = w00 * q.p00[c] + w01 * q.p01[c] + w10 * q.p10[c] + w11 * q.p11[c];
@@ -155,7 +182,7 @@ void sample_tile(const DcnGeometry& geo, const T* padded, const T* offset, const
 // What the sampling backward of a tile writes; null pointers are gradients not wanted.
 template <typename T>
 struct TileGrads {
-  T* input;   // padded channels-last accumulator (B, H + 2, W + 2, C)
+  T* input;   // grouped padded accumulator (B, G, H + 2, W + 2, C / G), as the input copy
   T* offset;  // the full (B, 2GK, L) gradient
   T* mask;    // the full (B, GK, L) gradient
   T* cols;    // forward columns of the tile (for the weight gradient), same layout as grad_cols
@@ -173,14 +200,15 @@ void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offs
                           int64_t r0, int64_t rows, const T* grad_cols, const TileGrads<T>& out,
                           BackwardScratch<T>& s) {
   const int64_t K = geo.taps(), L = geo.out_size(), C = geo.channels, cpg = run_length<kFixed>(geo.channels_per_group());
-  const int64_t wp = geo.width + 2, sample_size = (geo.height + 2) * wp * C;
+  const int64_t wp = geo.width + 2, group_size = (geo.height + 2) * wp * cpg;
   const int64_t l0 = r0 * geo.out_w, n = rows * geo.out_w, step = geo.kernel_w * C;
   const Unfolded unfolded(geo);
-  T* plane = const_cast<T*>(padded) + b * sample_size;
-  T* gplane = out.input ? out.input + b * sample_size : nullptr;
   for (auto* v : {&s.gy, &s.gx, &s.gm}) v->resize(n);
   s.tap.start(geo, l0, n);
   for (int64_t g = 0; g < geo.groups; ++g) {
+    const int64_t plane_at = (b * geo.groups + g) * group_size;
+    T* plane = const_cast<T*>(padded) + plane_at;
+    T* gplane = out.input ? out.input + plane_at : nullptr;
     for (int64_t k = 0; k < K; ++k) {
       const TapTile<T>& tap = s.tap;
       s.tap.compute(geo, tap_rows(offset, mask, geo, b, g, k), k, l0, n);
@@ -191,7 +219,7 @@ void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offs
           const T* gcol = grad_cols + col0;
           const T m = tap.mask[i], ly = tap.ly[i], lx = tap.lx[i], hy = T(1) - ly, hx = T(1) - lx;
           if (gplane) {
-            const Quad<T> q(gplane, tap.pixel[i], C, wp, g * cpg);
+            const Quad<T> q(gplane, tap.pixel[i], cpg, wp);
             const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
 #pragma omp simd  // the four corner runs are disjoint
             for (int64_t c = 0; c < cpg; ++c) {
@@ -202,7 +230,7 @@ void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offs
             }
           }
           if (out.offset || out.cols) {
-            const Quad<T> v(plane, tap.pixel[i], C, wp, g * cpg);
+            const Quad<T> v(plane, tap.pixel[i], cpg, wp);
             T* col = out.cols ? out.cols + col0 : nullptr;
             // The value and both position derivatives are combinations of the four corner dot
             // products with the upstream gradient: four reductions, and little work per channel.
@@ -248,8 +276,10 @@ void with_group_size(int64_t cpg, F&& f) {
   }
 }
 
-// Tiles of whole output rows: an unfolded tile should stay within a few MB (L2-sized for typical
-// widths), and there should be a couple of tiles per thread.
+// Tiles of whole output rows: an unfolded tile should stay within about 2 MB (smaller tiles cost
+// more in per-call overhead of the dense convolution than they gain in cache, measured), there
+// should be a couple of tiles per thread, and the tiles of one sample should be of even height (28
+// + 4 rows at 32x32 left a thread idle).
 struct Tiling {
   int64_t rows, per_sample, count;
   Tiling(const DcnGeometry& geo, int64_t element_size) {
@@ -257,8 +287,9 @@ struct Tiling {
     const int64_t threads = at::get_num_threads();
     const int64_t fit = std::max<int64_t>(1, (int64_t(1) << 21) / row_bytes);
     const int64_t spread = std::max<int64_t>(1, geo.batch * geo.out_h / (2 * threads));
-    rows = std::min({geo.out_h, fit, spread});
-    per_sample = (geo.out_h + rows - 1) / rows;
+    const int64_t most = std::min({geo.out_h, fit, spread});
+    per_sample = (geo.out_h + most - 1) / most;
+    rows = (geo.out_h + per_sample - 1) / per_sample;  // <= most; the tiles of a sample as even as rows allow
     count = geo.batch * per_sample;
   }
   int64_t sample(int64_t t) const { return t / per_sample; }
@@ -287,15 +318,46 @@ class PerThread {
   std::vector<at::Tensor> slots_;
 };
 
-// (B, C, H, W) -> zero-padded channels-last (B, H + 2, W + 2, C).
-at::Tensor pad_channels_last(const at::Tensor& input) {
-  return at::constant_pad_nd(input, {1, 1, 1, 1}, 0).permute({0, 2, 3, 1}).contiguous();
+// (B, C, H, W) of any strides -> zero-padded, grouped channels-last (B, G, H + 2, W + 2, C / G), in
+// one parallel pass (a pad and a permuting copy through ATen took twice as long).
+template <typename T, int kFixed>
+void fill_grouped(const at::Tensor& input, const DcnGeometry& geo, at::Tensor& padded) {
+  const int64_t cpg = run_length<kFixed>(geo.channels_per_group()), H = geo.height, W = geo.width;
+  const int64_t hp = H + 2, wp = W + 2, row_len = wp * cpg;
+  const int64_t sb = input.stride(0), sc = input.stride(1), sy = input.stride(2), sx = input.stride(3);
+  const T* src = input.data_ptr<T>();
+  T* dst = padded.data_ptr<T>();
+  at::parallel_for(0, geo.batch * geo.groups * hp, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {  // row = ((b * G) + g) * hp + padded y
+      const int64_t plane = row / hp, y = row % hp - 1, b = plane / geo.groups, g = plane % geo.groups;
+      T* d = dst + row * row_len;
+      if (y < 0 || y >= H) {
+        std::fill(d, d + row_len, T(0));
+        continue;
+      }
+      std::fill(d, d + cpg, T(0));
+      std::fill(d + (W + 1) * cpg, d + row_len, T(0));
+      const T* s = src + b * sb + g * cpg * sc + y * sy;
+      for (int64_t x = 0; x < W; ++x)
+        for (int64_t c = 0; c < cpg; ++c) d[(x + 1) * cpg + c] = s[c * sc + x * sx];
+    }
+  });
 }
 
-// Inverse for gradients: padded channels-last accumulator -> (B, C, H, W).
-at::Tensor unpad_channels_first(const at::Tensor& padded) {
-  const int64_t h = padded.size(1) - 2, w = padded.size(2) - 2;
-  return padded.narrow(1, 1, h).narrow(2, 1, w).permute({0, 3, 1, 2}).contiguous();
+template <typename T>
+at::Tensor pad_grouped(const at::Tensor& input, const DcnGeometry& geo) {
+  at::Tensor padded = at::empty({geo.batch, geo.groups, geo.height + 2, geo.width + 2, geo.channels_per_group()},
+                                input.options());
+  with_group_size(geo.channels_per_group(), [&](auto fixed) {
+    fill_grouped<T, decltype(fixed)::value>(input, geo, padded);
+  });
+  return padded;
+}
+
+// Inverse for gradients: grouped padded accumulator -> (B, C, H, W).
+at::Tensor unpad_grouped(const at::Tensor& padded) {
+  const int64_t B = padded.size(0), G = padded.size(1), Hp = padded.size(2), Wp = padded.size(3), cpg = padded.size(4);
+  return padded.narrow(2, 1, Hp - 2).narrow(3, 1, Wp - 2).permute({0, 1, 4, 2, 3}).reshape({B, G * cpg, Hp - 2, Wp - 2});
 }
 
 // An unfolded tile buffer seen as a channels-last (1, C, rows * kh, Wo * kw) image.
@@ -345,7 +407,7 @@ void add_weight_grad(const at::Tensor& grad_out, const T* cols, const DcnGeometr
 template <typename T, typename Consume>
 void for_each_sampled_tile(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                            const DcnGeometry& geo, Consume&& consume) {
-  const at::Tensor padded = pad_channels_last(input);
+  const at::Tensor padded = pad_grouped<T>(input, geo);
   const Tiling tiles(geo, sizeof(T));
   with_group_size(geo.channels_per_group(), [&](auto fixed) {
     at::parallel_for(0, tiles.count, 1, [&](int64_t begin, int64_t end) {
@@ -391,7 +453,7 @@ at::Tensor backward_impl(const at::Tensor& grad_output, const at::Tensor& input,
                          const at::Tensor& offset, const at::Tensor& mask, const DcnGeometry& geo, DcnNeeds needs,
                          at::Tensor& grad_offset, at::Tensor& grad_mask, at::Tensor& grad_weight) {
   const Contraction contraction(weight, geo);
-  const at::Tensor padded = pad_channels_last(input);
+  const at::Tensor padded = pad_grouped<T>(input, geo);
   const Tiling tiles(geo, sizeof(T));
   PerThread input_acc(needs.input ? at::zeros_like(padded) : at::Tensor());
   PerThread weight_acc(needs.weight ? at::zeros({weight.size(0), geo.kernel_h, geo.kernel_w * geo.channels},
@@ -428,7 +490,22 @@ at::Tensor backward_impl(const at::Tensor& grad_output, const at::Tensor& input,
     const at::Tensor acc = weight_acc.reduce().view({weight.size(0), geo.kernel_h, geo.kernel_w, geo.channels});
     grad_weight.copy_(acc.permute({0, 3, 1, 2}));
   }
-  return needs.input ? unpad_channels_first(input_acc.reduce()) : at::Tensor();
+  return needs.input ? unpad_grouped(input_acc.reduce()) : at::Tensor();
+}
+
+// An uninitialised tensor that the caller writes in full. Above glibc's largest mmap threshold (32 MB)
+// every allocation is a fresh mapping whose first touch costs a page fault per 4 kB page: for the 60 MB
+// of samples at 144x180 that took longer (27 ms on one core) than the sampling. There the pages are
+// asked to be transparent huge pages (512x fewer faults); without THP support this changes nothing.
+at::Tensor empty_for_writing(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#ifdef __linux__
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20, kFreshMapping = uintptr_t(32) << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), bytes = t.nbytes();
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = (begin + bytes) & ~(kHuge - 1);
+  if (bytes >= kFreshMapping && last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+  return t;
 }
 
 }  // namespace
@@ -463,7 +540,7 @@ std::vector<at::Tensor> dcn_backward_cpu(const at::Tensor& grad_output, const at
 at::Tensor dcn_sample_cpu(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                           const DcnGeometry& geo) {
   const int64_t C = geo.channels, K = geo.taps(), L = geo.out_size();
-  at::Tensor samples = at::empty({geo.batch, C, K, L}, input.options());
+  at::Tensor samples = empty_for_writing({geo.batch, C, K, L}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_sample_cpu", [&] {
     using T = scalar_t;
     for_each_sampled_tile<T>(input, offset, mask, geo, [&](int64_t b, int64_t r0, int64_t rows, const T* cols) {
@@ -486,9 +563,9 @@ std::vector<at::Tensor> dcn_sample_backward_cpu(const at::Tensor& grad_samples, 
   at::Tensor grad_offset = needs.offset_mask ? at::empty_like(offset) : at::Tensor();
   at::Tensor grad_mask = needs.offset_mask ? at::empty_like(mask) : at::Tensor();
   if (!needs.input && !needs.offset_mask) return {grad_input, grad_offset, grad_mask};
-  const at::Tensor padded = pad_channels_last(input);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "dcn_sample_backward_cpu", [&] {
     using T = scalar_t;
+    const at::Tensor padded = pad_grouped<T>(input, geo);
     const Tiling tiles(geo, sizeof(T));
     PerThread input_acc(needs.input ? at::zeros_like(padded) : at::Tensor());
     with_group_size(geo.channels_per_group(), [&](auto fixed) {
@@ -512,7 +589,7 @@ std::vector<at::Tensor> dcn_sample_backward_cpu(const at::Tensor& grad_samples, 
         }
       });
     });
-    if (needs.input) grad_input = unpad_channels_first(input_acc.reduce());
+    if (needs.input) grad_input = unpad_grouped(input_acc.reduce());
   });
   return {grad_input, grad_offset, grad_mask};
 }
