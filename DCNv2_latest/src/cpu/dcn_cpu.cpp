@@ -95,7 +95,7 @@ struct TapTile {
   std::vector<T> base_y, base_x;  // position of tap (0, 0), per tile position
   std::vector<int32_t> pixel;
   std::vector<T> ly, lx, inside, mask;
-  std::vector<T> w00, w01, w10, w11;  // filled by weights() only
+  std::vector<T> w00, w01, w10, w11;  // filled by weights()
 
   // Base positions of the tile [l0, l0 + n); once per tile.
   void start(const DcnGeometry& geo, int64_t l0, int64_t n) {
@@ -114,7 +114,7 @@ struct TapTile {
                  ly.data(), lx.data(), inside.data(), mask.data(), pixel.data());
   }
 
-  // The corner weights of the last compute() (the forward needs only these, the backward the parts).
+  // The corner weights of the last compute(): the one place their formula is applied.
   void weights(int64_t n) {
     for (auto* v : {&w00, &w01, &w10, &w11}) v->resize(n);
     corner_weights(n, ly.data(), lx.data(), mask.data(), w00.data(), w01.data(), w10.data(), w11.data());
@@ -212,15 +212,16 @@ void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offs
     for (int64_t k = 0; k < K; ++k) {
       const TapTile<T>& tap = s.tap;
       s.tap.compute(geo, tap_rows(offset, mask, geo, b, g, k), k, l0, n);
+      s.tap.weights(n);
       for (int64_t r = 0, i = 0; r < rows; ++r) {
         const int64_t row0 = unfolded.at(geo, r, 0, k) + g * cpg;
         for (int64_t wo = 0; wo < geo.out_w; ++wo, ++i) {
           const int64_t col0 = row0 + wo * step;
           const T* gcol = grad_cols + col0;
           const T m = tap.mask[i], ly = tap.ly[i], lx = tap.lx[i], hy = T(1) - ly, hx = T(1) - lx;
+          const T w00 = tap.w00[i], w01 = tap.w01[i], w10 = tap.w10[i], w11 = tap.w11[i];
           if (gplane) {
             const Quad<T> q(gplane, tap.pixel[i], cpg, wp);
-            const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
 #pragma omp simd  // the four corner runs are disjoint
             for (int64_t c = 0; c < cpg; ++c) {
               q.p00[c] += w00 * gcol[c];
@@ -243,7 +244,6 @@ void sample_backward_tile(const DcnGeometry& geo, const T* padded, const T* offs
               d11 += gcol[c] * v.p11[c];
             }
             if (col) {
-              const T w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
 #pragma omp simd
               for (int64_t c = 0; c < cpg; ++c)
                 col[c] = w00 * v.p00[c] + w01 * v.p01[c] + w10 * v.p10[c] + w11 * v.p11[c];
