@@ -75,6 +75,21 @@ def test_listing_clips_and_missing_root(tmp_path: Path) -> None:
         list_clips(tmp_path / "nowhere")
 
 
+def test_listing_follows_links_to_clip_folders_without_looping(tmp_path: Path) -> None:
+    """A data root made of links to clip folders lists them (os.walk alone skips them: clips silently missing); a
+    link back up the tree is not followed (no endless walk, no clip listed twice)."""
+    store, root = tmp_path / "store", tmp_path / "root"
+    for clip in ["calendar", "city"]:
+        write_image(store / clip / "f.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(root / "walk" / "f.png", np.zeros((2, 2, 3), np.uint8))
+    (root / "calendar").symlink_to(store / "calendar", target_is_directory=True)
+    (root / "sub").mkdir()
+    (root / "sub" / "city").symlink_to(store / "city", target_is_directory=True)
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "walk" / "self").symlink_to(root / "walk", target_is_directory=True)
+    assert list_clips(root) == ["calendar", "sub/city", "walk"]
+
+
 def test_clip_list_tolerates_blank_lines_crlf_and_no_final_newline(tmp_path: Path) -> None:
     (tmp_path / "list.txt").write_bytes(b"00001/0001\r\n\n  00001/0002 \n00002/0003")
     assert read_clip_list(tmp_path / "list.txt") == ["00001/0001", "00001/0002", "00002/0003"]

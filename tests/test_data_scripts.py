@@ -48,6 +48,15 @@ def test_generate_lr_into_a_folder_inside_the_source(hr: Path, capsys: pytest.Ca
     assert "0 written, 6 already done, 0 failed, of 6 frames" in capsys.readouterr().out.splitlines()[-1]
 
 
+def test_generate_lr_follows_a_linked_clip_folder(hr: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "0002").symlink_to(hr / "00001" / "0002", target_is_directory=True)
+    assert generate_lr(["--src", str(linked), "--dst", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "3 written" in capsys.readouterr().out
+    assert (tmp_path / "out" / "0002" / "im3.png").is_file()
+
+
 def test_generate_lr_reports_bad_files_and_a_missing_source(hr: Path, tmp_path: Path, capsys) -> None:
     (hr / "00001" / "0001" / "im2.png").write_bytes(b"garbage")
     assert generate_lr(["--src", str(hr), "--dst", str(tmp_path / "out"), "--quiet"]) == 1

@@ -251,3 +251,18 @@ def test_validation_on_a_folder_of_clips(tmp_path, data):
     baseline = trainer.validate_baseline()
     trainer.close()
     assert len(trainer.val_set) == 5 and 5.0 < result["psnr_y"] < 60.0 and 5.0 < baseline < 60.0
+
+
+def test_building_the_demo_set_is_announced(tmp_path, data, capsys, monkeypatch):
+    """A config with path.demo_data says, before the ~10 s build, that and where it builds the demo set (the data
+    module's own log record is not on the training console), and shows the build's progress bars."""
+    import stvsr.data.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "ensure_demo_data", lambda root, progress=False: calls.append((root, progress)))
+    _, raw = base_options(tmp_path, data)
+    raw["path"]["demo_data"] = str(tmp_path / "demo")
+    trainer = Trainer(options.validate(raw, None))
+    trainer.close()
+    assert f"Building the demo set in {tmp_path / 'demo'}" in capsys.readouterr().out
+    assert calls == [(tmp_path / "demo", True)]

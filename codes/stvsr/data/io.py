@@ -61,14 +61,29 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+def walk_folders(root: Path):
+    """``os.walk(root)`` top-down, subfolders in natural order, following links to folders (a data root made of
+    links to clip folders is common; not following them would drop those clips silently) but never into a folder
+    that holds the current one (a link cycle). Yields (folder, subfolder names, file names); the caller may prune
+    the subfolder list in place, as with ``os.walk``."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath).resolve()
+        dirnames[:] = sorted((d for d in dirnames if not _holds(Path(dirpath, d).resolve(), here)), key=natural_key)
+        yield Path(dirpath), dirnames, filenames
+
+
+def _holds(folder: Path, path: Path) -> bool:
+    return folder == path or folder in path.parents
+
+
 def list_clips(root: str | Path) -> list[str]:
-    """Relative paths ('calendar', '00001/0001', or '.') of every folder under ``root`` that holds images."""
+    """Relative paths ('calendar', '00001/0001', or '.') of every folder under ``root`` that holds images (links to
+    folders followed)."""
     root = require_dir(root, "data root")
     clips = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort(key=natural_key)
+    for folder, _, filenames in walk_folders(root):
         if any(is_image(name) for name in filenames):
-            clips.append(Path(dirpath).relative_to(root).as_posix())
+            clips.append(folder.relative_to(root).as_posix())
     return sorted(clips, key=natural_key)
 
 

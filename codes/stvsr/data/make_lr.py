@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .degrade import bd_downscale, bi_downscale
-from .io import DataError, is_image, natural_key, read_image, require_dir, write_image
+from .io import DataError, is_image, natural_key, read_image, require_dir, walk_folders, write_image
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +30,8 @@ def find_jobs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
     """(HR image, LR PNG) pairs for every image under ``src`` (``dst`` itself is never read, if inside)."""
     src, dst = src.resolve(), dst.resolve()
     jobs = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        here = Path(dirpath)
-        dirnames[:] = sorted((d for d in dirnames if (here / d).resolve() != dst), key=natural_key)
+    for here, dirnames, filenames in walk_folders(src):
+        dirnames[:] = [d for d in dirnames if (here / d).resolve() != dst]
         for name in sorted(filenames, key=natural_key):
             if is_image(name) and not name.startswith("."):
                 rel = (here / name).relative_to(src)

@@ -383,10 +383,13 @@ class Trainer:
         from stvsr.data import build_dataset
 
         if opt["path"].get("demo_data"):
-            from stvsr.data.demo import ensure_demo_data
+            from stvsr.data.demo import DemoSpec, ensure_demo_data, is_complete
 
+            root = Path(opt["path"]["demo_data"]).expanduser()
             if self.dist.is_main:
-                ensure_demo_data(opt["path"]["demo_data"])
+                if not is_complete(root, DemoSpec()):
+                    logger.info("Building the demo set in %s (first use, about 10 s)", root)
+                ensure_demo_data(root, progress=True)
             barrier(self.dist)
         dopt = opt["datasets"]["train"]
         self.train_set = build_dataset(dopt)
