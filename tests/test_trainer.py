@@ -266,3 +266,23 @@ def test_building_the_demo_set_is_announced(tmp_path, data, capsys, monkeypatch)
     trainer.close()
     assert f"Building the demo set in {tmp_path / 'demo'}" in capsys.readouterr().out
     assert calls == [(tmp_path / "demo", True)]
+
+
+def test_records_of_every_stvsr_module_reach_the_console_and_the_log_file(tmp_path, data, capsys):
+    """The model built (stvsr.archs), data warnings (stvsr.data) and the deformable offsets' divergence warning
+    (stvsr.ops) are in the training log, not only the trainer's own lines; after the run the package logger is
+    as before (its records propagate to the application's handlers again)."""
+    import logging
+
+    _, raw = base_options(tmp_path, data, niter=1)
+    trainer = Trainer(options.validate(raw, None))
+    logging.getLogger("stvsr.ops.modules").warning("DCNSep: mean |offset| = 174.4 > 100 (test record)")
+    trainer.train()
+    trainer.close()
+    out = capsys.readouterr().out
+    log = next((tmp_path / "run" / "experiments" / "tiny").glob("train_tiny_*.log")).read_text()
+    for text in ("Built LunaTokis (", "mean |offset| = 174.4", "Training tiny on cpu"):
+        assert text in out and text in log
+    assert out.count("Training tiny on cpu") == 1  # once, not also through a second handler
+    package = logging.getLogger("stvsr")
+    assert package.propagate and package.level == logging.NOTSET and not package.handlers

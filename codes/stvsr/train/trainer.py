@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import functools
 import logging
 import logging.handlers
 import math
@@ -63,6 +64,9 @@ from .sampling import EpochSampler, SeededSamples
 from .schedulers import build_scheduler
 
 logger = logging.getLogger("stvsr.train")
+# The training console and log file hold the records of every stvsr module (data warnings, the model built, the
+# deformable offsets' divergence warning), not only the trainer's: the handlers go on the package's logger.
+log_root = logging.getLogger("stvsr")
 
 CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
 
@@ -206,9 +210,9 @@ def _setup_logging() -> list[logging.Handler]:
     console.setFormatter(logging.Formatter("%(message)s"))
     buffer = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
     for handler in (console, buffer):
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+        log_root.addHandler(handler)
+    log_root.setLevel(logging.INFO)
+    log_root.propagate = False
     return [console, buffer]
 
 
@@ -220,10 +224,10 @@ def _attach_log_file(handlers: list[logging.Handler], log_dir: Path, name: str) 
     for buffer in [h for h in handlers if isinstance(h, logging.handlers.MemoryHandler)]:
         buffer.setTarget(file)
         buffer.flush()
-        logger.removeHandler(buffer)
+        log_root.removeHandler(buffer)
         handlers.remove(buffer)
         buffer.close()
-    logger.addHandler(file)
+    log_root.addHandler(file)
     handlers.append(file)
 
 
@@ -333,7 +337,7 @@ class Trainer:
             self._log_handlers = _setup_logging()
         else:  # rank > 0: warnings and errors only
             self._log_handlers = []
-            logger.setLevel(logging.WARNING)
+            log_root.setLevel(logging.WARNING)
         self.models_dir = Path(opt["path"]["models"])
         self.tb = None
         try:
@@ -567,23 +571,25 @@ class Trainer:
             out = run_padded(lambda x: model(x, *args), lqs[None].to(self.device), facts.size_multiple, facts.upscale)
         return out[0, ..., : size[0], : size[1]]
 
-    def _log_triplet(self, sample: dict[str, Any], out_np: np.ndarray, gt_np: np.ndarray) -> None:
+    @functools.cached_property
+    def _bicubic(self) -> torch.nn.Module:
+        """The trivial baseline (bicubic x4, intermediate frames the mean of their neighbours), built once."""
         from stvsr.archs import build_arch
+
+        return build_arch({"which_model_G": "bicubic"}).to(self.device)
+
+    def _log_triplet(self, sample: dict[str, Any], out_np: np.ndarray, gt_np: np.ndarray) -> None:
         from stvsr.eval.metrics import quantize
 
         middle = out_np.shape[0] // 2
-        bicubic = self._predict(
-            build_arch({"which_model_G": "bicubic"}), sample["LQs"], sample["GT"].shape[-2:], sample.get("time")
-        )
+        bicubic = self._predict(self._bicubic, sample["LQs"], sample["GT"].shape[-2:], sample.get("time"))
         base = quantize(bicubic[middle].float().cpu().permute(1, 2, 0).numpy())
         triplet = np.concatenate([base, out_np[middle], gt_np[middle]], axis=1)
         self.tb.add_image(f"val/{sample.get('key', 'sample')}", triplet, self.iter, dataformats="HWC")
 
     def validate_baseline(self) -> float:
         """PSNR-Y of the trivial baseline (bicubic x4, intermediate frames the mean of their neighbours)."""
-        from stvsr.archs import build_arch
-
-        return self.validate(build_arch({"which_model_G": "bicubic"}).to(self.device))
+        return self.validate(self._bicubic)
 
     # ---------------------------------------------------------------- loop
     def _autocast(self):
@@ -648,7 +654,7 @@ class Trainer:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         stop = StopSignals()
-        redirect = logging_redirect_tqdm(loggers=[logger])  # log lines above the bar (tqdm.write), not glued to it
+        redirect = logging_redirect_tqdm(loggers=[log_root])  # log lines above the bar (tqdm.write), not glued to it
         try:
             stop.install()
             redirect.__enter__()
@@ -769,8 +775,10 @@ class Trainer:
         if self.tb is not None:
             self.tb.close()
         for handler in self._log_handlers:
-            logger.removeHandler(handler)
+            log_root.removeHandler(handler)
             handler.close()
+        log_root.setLevel(logging.NOTSET)  # as before the run (records propagate to the application's handlers)
+        log_root.propagate = True
 
 
 def _one_message(exc: BaseException) -> str:
