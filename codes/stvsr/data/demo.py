@@ -239,7 +239,7 @@ def ensure_demo_data(root: str | Path, spec: DemoSpec = DemoSpec(), progress: bo
         return root
     if root.exists():
         raise DataError(f"{root} exists but is not a complete demo set for {spec}: delete it, or use another root")
-    logger.info("building the demo dataset in %s (seed %d)", root, spec.seed)
+    logger.info("Building the demo set in %s (seed %d; first use only, about 10 s)", root, spec.seed)
     try:
         with atomic_path(root, folder=True, replace_folder=False) as tmp:
             make_demo_data(tmp, spec, progress)

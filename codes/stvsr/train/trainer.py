@@ -387,13 +387,10 @@ class Trainer:
         from stvsr.data import build_dataset
 
         if opt["path"].get("demo_data"):
-            from stvsr.data.demo import DemoSpec, ensure_demo_data, is_complete
+            from stvsr.data.demo import ensure_demo_data
 
-            root = Path(opt["path"]["demo_data"]).expanduser()
-            if self.dist.is_main:
-                if not is_complete(root, DemoSpec()):
-                    logger.info("Building the demo set in %s (first use, about 10 s)", root)
-                ensure_demo_data(root, progress=True)
+            if self.dist.is_main:  # says so when it builds the set (first use), with progress bars
+                ensure_demo_data(opt["path"]["demo_data"], progress=True)
             barrier(self.dist)
         dopt = opt["datasets"]["train"]
         self.train_set = build_dataset(dopt)
