@@ -61,14 +61,19 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def walk_folders(root: Path):
+def walk_folders(root: Path, skip: Path | None = None):
     """``os.walk(root)`` top-down, subfolders in natural order, following links to folders (a data root made of
     links to clip folders is common; not following them would drop those clips silently) but never into a folder
-    that holds the current one (a link cycle). Yields (folder, subfolder names, file names); the caller may prune
-    the subfolder list in place, as with ``os.walk``."""
+    that holds the current one (a link cycle), nor into ``skip`` (a resolved path, e.g. an output folder inside
+    ``root``). Yields (folder, subfolder names, file names)."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath).resolve()
-        dirnames[:] = sorted((d for d in dirnames if not _holds(Path(dirpath, d).resolve(), here)), key=natural_key)
+        kept = []
+        for d in dirnames:
+            target = Path(dirpath, d).resolve()
+            if target != skip and not _holds(target, here):
+                kept.append(d)
+        dirnames[:] = sorted(kept, key=natural_key)
         yield Path(dirpath), dirnames, filenames
 
 

@@ -30,8 +30,7 @@ def find_jobs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
     """(HR image, LR PNG) pairs for every image under ``src`` (``dst`` itself is never read, if inside)."""
     src, dst = src.resolve(), dst.resolve()
     jobs = []
-    for here, dirnames, filenames in walk_folders(src):
-        dirnames[:] = [d for d in dirnames if (here / d).resolve() != dst]
+    for here, _, filenames in walk_folders(src, skip=dst):
         for name in sorted(filenames, key=natural_key):
             if is_image(name) and not name.startswith("."):
                 rel = (here / name).relative_to(src)
