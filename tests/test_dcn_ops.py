@@ -157,6 +157,22 @@ def test_compiled_zsm_with_the_extension_is_one_graph_without_recompiles() -> No
     _compiled_zsm_checks("ext", "cpu", "aot_eager")
 
 
+@pytest.mark.parametrize("op", ["conv", "sample"])
+def test_compiled_torch_backend_training_step_is_one_graph_with_eager_gradients(op: str) -> None:
+    """The torch backend's hand-written backwards (autograd.Functions) trace into one graph."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager, traced = _inputs("cpu"), _inputs("cpu")
+    (_run(op, eager, "torch") ** 2).sum().backward()
+    compiled = torch.compile(lambda t: (_run(op, t, "torch") ** 2).sum(), backend="aot_eager", fullgraph=True)
+    compiled(traced).backward()
+    for name, tensor in eager.items():
+        if tensor.grad is not None:
+            torch.testing.assert_close(traced[name].grad, tensor.grad, rtol=1e-4, atol=1e-5, msg=name)
+    torch._dynamo.reset()
+
+
 def test_compiled_dcn_module_with_the_torch_backend_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch._dynamo
 

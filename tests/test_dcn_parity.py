@@ -10,10 +10,12 @@ bound scales with it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from stvsr.ops import deform_sample, modulated_deform_conv2d
+from stvsr.ops import deform_sample, modulated_deform_conv2d, torch_impl
 
 TOL = 1e-4
 B, C, C_OUT, G, H, W = 2, 64, 64, 8, 32, 48
@@ -114,3 +116,39 @@ def test_sample_forward_above_the_fresh_mapping_size(other_backend: str) -> None
         expected = deform_sample(x, offset, mask, 3, 1, 1, 1, G, backend="torch")
     assert got.nbytes > 32 << 20
     torch.testing.assert_close(got, expected, rtol=0, atol=TOL)
+
+
+def test_torch_sample_above_the_fresh_mapping_size_equals_its_autograd_path() -> None:
+    """Without autograd the torch backend writes such an output in row bands (into huge pages)."""
+    gen = torch.Generator().manual_seed(2)
+    height, width = 121, 124  # 34 MB; bands of 14 rows, the last one shorter
+    x = torch.randn(1, C, height, width, generator=gen)
+    offset = 2.0 * torch.randn(1, 2 * G * 9, height, width, generator=gen)
+    mask = torch.rand(1, G * 9, height, width, generator=gen)
+    with torch.no_grad():
+        banded = deform_sample(x, offset, mask, 3, 1, 1, 1, G, backend="torch")
+    whole = deform_sample(x, offset.requires_grad_(), mask, 3, 1, 1, 1, G, backend="torch")
+    assert banded.nbytes > 32 << 20
+    torch.testing.assert_close(banded, whole.detach(), rtol=0, atol=0)
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The VmFlags of this process's mapping that holds ``address`` (Linux's /proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:  # a mapping's first line: start-end perms ...
+            start, end = (int(v, 16) for v in head.split("-"))
+            inside = start <= address < end
+        elif inside and head == "VmFlags:":
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not Path("/sys/kernel/mm/transparent_hugepage/enabled").exists(), reason="no THP support here")
+def test_large_torch_backend_outputs_are_asked_for_huge_pages() -> None:
+    """The hint reaches the kernel: the mapping of a 40 MB output carries the ``hg`` (MADV_HUGEPAGE) flag."""
+    out = torch_impl._empty_for_writing(torch.empty(0), 10 << 20)  # 40 MB of float32
+    assert "hg" in _vm_flags(out.data_ptr() + (20 << 20))
+    small = torch_impl._empty_for_writing(torch.empty(0), 1 << 20)  # 4 MB: from the heap, left alone
+    assert "hg" not in _vm_flags(small.data_ptr())

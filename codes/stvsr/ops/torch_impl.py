@@ -19,6 +19,10 @@ sample beyond the image reads anyway.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -64,7 +68,7 @@ def _tap_bases(
 
 
 class _Sampler:
-    """Modulated deformable samples of one input, for all output rows or a band of them."""
+    """Deformable samples of one input and their modulation, for all output rows or a band of them."""
 
     def __init__(
         self, input: torch.Tensor, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair, groups: int
@@ -76,11 +80,13 @@ class _Sampler:
         padded = F.pad(input, (0, self.grid_w - self.width, 0, self.grid_h - self.height))
         self.planes = padded.reshape(self.batch * groups, self.channels // groups, self.grid_h, self.grid_w)
 
-    def __call__(self, offset: torch.Tensor, mask: torch.Tensor, rows: range, in_place: bool) -> torch.Tensor:
-        """(B, C, K, R*Wo) for the output ``rows``, whose offsets and masks are ``offset`` and ``mask``.
+    def modulated_in_place(self, offset: torch.Tensor, mask: torch.Tensor, rows: range) -> torch.Tensor:
+        """(B, C, K, R*Wo) for the output ``rows``, modulated in the samples' own buffer (no autograd)."""
+        samples, modulation = self.unmodulated(offset, mask, rows)
+        return samples.mul_(modulation).view(self.batch, self.channels, -1, len(rows) * offset.shape[3])
 
-        ``in_place`` modulates the samples in their own buffer (no autograd through them then).
-        """
+    def unmodulated(self, offset: torch.Tensor, mask: torch.Tensor, rows: range) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bilinear samples (B, G, C/G, K*R*Wo) for the output ``rows`` and their modulation (B, G, 1, K*R*Wo)."""
         b, c, g = self.batch, self.channels, self.groups
         taps = self.kernel_size[0] * self.kernel_size[1]
         out_w = offset.shape[3]
@@ -99,10 +105,102 @@ class _Sampler:
         grid = torch.stack((grid_x, grid_y), dim=-1).view(b * g, taps * len(rows), out_w, 2)
         samples = F.grid_sample(self.planes, grid, "bilinear", "zeros", align_corners=self.align_corners)
         n = taps * len(rows) * out_w
-        weights = mask.reshape(b, g, 1, n) * inside.reshape(b, g, 1, n)
-        samples = samples.reshape(b, g, c // g, n)
-        modulated = samples.mul_(weights) if in_place else samples * weights
-        return modulated.reshape(b, c, taps, len(rows) * out_w)
+        modulation = mask.reshape(b, g, 1, n) * inside.reshape(b, g, 1, n)
+        return samples.view(b, g, c // g, n), modulation
+
+
+# glibc serves every allocation above 32 MB (its largest mmap threshold) with a fresh mapping, whose
+# first touch costs a page fault per 4 kB page: writing the 60 MB of samples at 144x180 took 20 ms that
+# way and 5 ms in transparent huge pages. The extension asks for them the same way (``madvise``).
+_FRESH_MAPPING_BYTES = 32 << 20
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14
+
+
+@functools.cache
+def _madvise():
+    """libc's ``madvise`` on Linux, else None."""
+    if sys.platform != "linux":
+        return None
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return madvise
+
+
+def _empty_for_writing(like: torch.Tensor, *shape: int) -> torch.Tensor:
+    """An uninitialised tensor that the caller writes in full, in huge pages where it is a fresh mapping.
+
+    Without huge-page support the hint fails and changes nothing.
+    """
+    out = like.new_empty(shape)
+    size = out.numel() * out.element_size()
+    if size < _FRESH_MAPPING_BYTES or out.device.type != "cpu" or is_compiling() or _madvise() is None:
+        return out  # (traced code has no addresses)
+    first = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
+    last = (out.data_ptr() + size) // _HUGE_PAGE * _HUGE_PAGE
+    if last > first:
+        _madvise()(first, last - first, _MADV_HUGEPAGE)
+    return out
+
+
+def _grad_of_modulation(grad_modulated: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """Sum over each group's channels of grad * samples, (B, G, 1, N), without a product tensor."""
+    grad = grad_modulated[:, :, :1] * samples[:, :, :1]
+    for i in range(1, samples.shape[2]):
+        grad.addcmul_(grad_modulated[:, :, i : i + 1], samples[:, :, i : i + 1])
+    return grad
+
+
+class _Modulate(torch.autograd.Function):
+    """``samples * modulation`` (B, G, C/G, N) x (B, G, 1, N), whose sample-sized results (the product and
+    the samples' gradient) are written in huge pages, and whose backward makes no product tensor."""
+
+    @staticmethod
+    def forward(ctx, samples: torch.Tensor, modulation: torch.Tensor):
+        ctx.save_for_backward(samples, modulation)
+        return torch.mul(samples, modulation, out=_empty_for_writing(samples, *samples.shape))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        samples, modulation = ctx.saved_tensors
+        grad_samples = torch.mul(grad, modulation, out=_empty_for_writing(grad, *samples.shape))
+        grad_modulation = _grad_of_modulation(grad, samples) if ctx.needs_input_grad[1] else None
+        return grad_samples, grad_modulation
+
+
+class _ModulatedContraction(torch.autograd.Function):
+    """``flat_weight @ (samples * modulation)``, (B, C_out, positions): the products are per sample
+    (``torch.matmul`` folds a 2-D x 3-D product into copies), and the backward reuses the gradient's
+    buffer and makes no product tensor (autograd's makes two, each sample-sized)."""
+
+    @staticmethod
+    def forward(ctx, samples: torch.Tensor, modulation: torch.Tensor, flat_weight: torch.Tensor, positions: int):
+        modulated = samples * modulation
+        ctx.save_for_backward(samples, modulation, modulated, flat_weight)
+        rows = modulated.view(samples.shape[0], -1, positions)
+        out = rows.new_empty(rows.shape[0], flat_weight.shape[0], positions)
+        for i in range(rows.shape[0]):
+            torch.mm(flat_weight, rows[i], out=out[i])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        samples, modulation, modulated, flat_weight = ctx.saved_tensors
+        rows = modulated.view(samples.shape[0], -1, grad_out.shape[2])
+        grad_weight = None
+        if ctx.needs_input_grad[2]:
+            grad_weight = torch.mm(grad_out[0], rows[0].t())
+            for i in range(1, rows.shape[0]):
+                grad_weight.addmm_(grad_out[i], rows[i].t())
+        grad_modulated = samples.new_empty(samples.shape)
+        grad_rows = grad_modulated.view(rows.shape)
+        for i in range(rows.shape[0]):
+            torch.mm(flat_weight.t(), grad_out[i], out=grad_rows[i])
+        grad_modulation = _grad_of_modulation(grad_modulated, samples) if ctx.needs_input_grad[1] else None
+        return grad_modulated.mul_(modulation), grad_modulation, grad_weight, None
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -121,7 +219,23 @@ def deform_sample(
 ) -> torch.Tensor:
     """Mask-modulated bilinear samples, (B, C, K, Ho*Wo), channel-major and tap-minor."""
     sampler = _Sampler(input, kernel_size, stride, padding, dilation, groups)
-    return sampler(offset, mask, range(offset.shape[2]), in_place=not _needs_grad(input, offset, mask))
+    b, c, g = sampler.batch, sampler.channels, groups
+    taps, (out_h, out_w) = kernel_size[0] * kernel_size[1], offset.shape[2:]
+    if _needs_grad(input, offset, mask):
+        samples, modulation = sampler.unmodulated(offset, mask, range(out_h))
+        return _Modulate.apply(samples, modulation).view(b, c, taps, out_h * out_w)
+    if is_compiling() or b * c * taps * out_h * out_w * input.element_size() < _FRESH_MAPPING_BYTES:
+        return sampler.modulated_in_place(offset, mask, range(out_h))
+    # A fresh mapping: written in bands into huge pages (grid_sample cannot write into a given tensor).
+    out = _empty_for_writing(input, b, c, taps, out_h * out_w)
+    planar = out.view(b, g, c // g, taps, out_h, out_w)
+    band = max(1, _BAND_BYTES // (b * c * taps * out_w * input.element_size()))
+    for r0 in range(0, out_h, band):
+        rows = range(r0, min(r0 + band, out_h))
+        samples, modulation = sampler.unmodulated(offset[:, :, r0 : rows.stop], mask[:, :, r0 : rows.stop], rows)
+        shape = (b, g, -1, taps, len(rows), out_w)
+        torch.mul(samples.view(shape), modulation.view(shape), out=planar[:, :, :, :, r0 : rows.stop])
+    return out
 
 
 # Without autograd the convolution runs in bands of output rows whose samples take about this many
@@ -164,8 +278,9 @@ def _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, di
     )
     out = None
     for x, off, m, w in pieces:
-        samples = _Sampler(x, (kh, kw), stride, padding, dilation, per_block)(off, m, range(out_h), in_place=False)
-        part = torch.matmul(w.reshape(c_out, -1), samples.reshape(b, -1, out_h * out_w))
+        sampler = _Sampler(x, (kh, kw), stride, padding, dilation, per_block)
+        samples, modulation = sampler.unmodulated(off, m, range(out_h))
+        part = _ModulatedContraction.apply(samples, modulation, w.reshape(c_out, -1), out_h * out_w)
         out = part if out is None else out + part
     if bias is not None:
         out = out + bias.view(1, c_out, 1)
@@ -195,14 +310,16 @@ def _conv_by_row_bands(input, offset, mask, weight, bias, stride, padding, dilat
     out_h, out_w = offset.shape[2:]
     flat_weight = weight.reshape(c_out, -1)
     sampler = _Sampler(input, (kh, kw), stride, padding, dilation, groups)
-    out = input.new_empty(b, c_out, out_h, out_w)
+    out = input.new_empty(b, c_out, out_h * out_w)
     row_bytes = b * flat_weight.shape[1] * out_w * input.element_size()
     band = max(1, _BAND_BYTES // row_bytes)
     for r0 in range(0, out_h, band):
         rows = range(r0, min(r0 + band, out_h))
-        samples = sampler(offset[:, :, r0 : rows.stop], mask[:, :, r0 : rows.stop], rows, in_place=True)
-        part = torch.matmul(flat_weight, samples.reshape(b, -1, len(rows) * out_w))
-        if bias is not None:
-            part += bias.view(1, c_out, 1)
-        out[:, :, r0 : rows.stop] = part.view(b, c_out, len(rows), out_w)
-    return out
+        samples = sampler.modulated_in_place(offset[:, :, r0 : rows.stop], mask[:, :, r0 : rows.stop], rows)
+        for i in range(b):  # straight into the output's rows (torch.matmul would make the band, then copy it)
+            target = out[i, :, r0 * out_w : rows.stop * out_w]
+            if bias is None:
+                torch.mm(flat_weight, samples[i].view(-1, target.shape[1]), out=target)
+            else:
+                torch.addmm(bias.view(c_out, 1), flat_weight, samples[i].view(-1, target.shape[1]), out=target)
+    return out.view(b, c_out, out_h, out_w)
