@@ -150,5 +150,15 @@ def test_large_torch_backend_outputs_are_asked_for_huge_pages() -> None:
     """The hint reaches the kernel: the mapping of a 40 MB output carries the ``hg`` (MADV_HUGEPAGE) flag."""
     out = torch_impl._empty_for_writing(torch.empty(0), 10 << 20)  # 40 MB of float32
     assert "hg" in _vm_flags(out.data_ptr() + (20 << 20))
-    small = torch_impl._empty_for_writing(torch.empty(0), 1 << 20)  # 4 MB: from the heap, left alone
-    assert "hg" not in _vm_flags(small.data_ptr())
+
+
+def test_only_whole_huge_pages_of_large_outputs_are_hinted(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(torch_impl, "_madvise", lambda: lambda *args: calls.append(args))
+    torch_impl._empty_for_writing(torch.empty(0), 1 << 20)  # 4 MB: from the heap, left alone
+    assert calls == []
+    out = torch_impl._empty_for_writing(torch.empty(0), 10 << 20)
+    (start, length, advice), huge = calls[0], 2 << 20
+    assert len(calls) == 1 and advice == 14  # MADV_HUGEPAGE
+    assert start % huge == 0 and length % huge == 0 and length >= (40 << 20) - 2 * huge
+    assert out.data_ptr() <= start and start + length <= out.data_ptr() + out.nbytes
