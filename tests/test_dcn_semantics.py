@@ -103,6 +103,31 @@ def test_sample_positions_at_and_outside_the_border(backend: str, y: float, x: f
     torch.testing.assert_close(out[0, 0].flatten()[1:], image.flatten()[1:], **EXACT)  # the others sit still
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize(
+    ("y", "x"), [(math.nan, 1.0), (1.0, math.nan), (math.inf, 1.0), (1.0, -math.inf), (1e30, 1.0), (1.0, -1e30)]
+)
+def test_non_finite_and_huge_positions_sample_zero(
+    backend: str, y: float, x: float, grad: bool, dtype: torch.dtype
+) -> None:
+    """A NaN, infinite or huge position samples 0, with zero gradients; the other samples are unaffected."""
+    image = rand(1, 2, 3, 4).to(dtype)
+    offset = torch.zeros(1, 2, 3, 4, dtype=dtype)
+    offset[0, :, 0, 0] = torch.tensor([y, x])
+    offset.requires_grad_(grad)
+    mask = torch.ones(1, 1, 3, 4, dtype=dtype, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        conv = modulated_deform_conv2d(image, offset, mask, torch.ones(1, 2, 1, 1, dtype=dtype), None, backend=backend)
+        samples = deform_sample(image, offset, mask, 1, 1, 0, 1, 1, backend=backend)
+    assert conv[0, 0, 0, 0].item() == 0.0 and samples[0, :, 0, 0].tolist() == [0.0, 0.0]
+    torch.testing.assert_close(conv[0, 0].flatten()[1:], image.sum(1)[0].flatten()[1:], rtol=0, atol=1e-6)
+    if grad:
+        (conv.sum() + samples.sum()).backward()
+        assert offset.grad[0, :, 0, 0].tolist() == [0.0, 0.0] and mask.grad[0, 0, 0, 0].item() == 0.0
+        assert offset.grad.isfinite().all() and mask.grad.isfinite().all()
+
+
 def test_images_beyond_2_to_the_24_pixels(backend: str) -> None:
     """Flat pixel indices past 2**24 are exact (a float32 y * W + x is not): the far corner is sampled."""
     h = w = 4100  # 16,810,000 pixels; the last one has the odd index 16,809,999

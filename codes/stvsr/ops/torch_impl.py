@@ -82,31 +82,48 @@ class _Sampler:
 
     def modulated_in_place(self, offset: torch.Tensor, mask: torch.Tensor, rows: range) -> torch.Tensor:
         """(B, C, K, R*Wo) for the output ``rows``, modulated in the samples' own buffer (no autograd)."""
-        samples, modulation = self.unmodulated(offset, mask, rows)
+        samples, modulation = self.unmodulated(offset, mask, rows, gradients=False)
         return samples.mul_(modulation).view(self.batch, self.channels, -1, len(rows) * offset.shape[3])
 
-    def unmodulated(self, offset: torch.Tensor, mask: torch.Tensor, rows: range) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bilinear samples (B, G, C/G, K*R*Wo) for the output ``rows`` and their modulation (B, G, 1, K*R*Wo)."""
+    def unmodulated(
+        self, offset: torch.Tensor, mask: torch.Tensor, rows: range, gradients: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bilinear samples (B, G, C/G, K*R*Wo) for the output ``rows`` and their modulation (B, G, 1, K*R*Wo).
+
+        ``gradients=False`` when no gradient flows through them: their values are the same.
+        """
         b, c, g = self.batch, self.channels, self.groups
         taps = self.kernel_size[0] * self.kernel_size[1]
         out_w = offset.shape[3]
+        n = taps * len(rows) * out_w
         base_y, base_x = _tap_bases(
             self.kernel_size, rows, out_w, self.stride, self.padding, self.dilation, offset.device, offset.dtype
         )
         off = offset.reshape(b, g, taps, 2, len(rows), out_w)  # interleaved (dy, dx) per (group, tap)
         off_y, off_x = off[:, :, :, 0], off[:, :, :, 1]
-        # y > -1 etc., compared on the offsets (base is an integer; the same up to the rounding of base +
-        # offset, exact at integer offsets); False for NaN.
-        inside = (off_y > -1 - base_y) & (off_y < self.height - base_y)
-        inside &= (off_x > -1 - base_x) & (off_x < self.width - base_x)
-        # Positions not inside sample the corner -1 (zero weight below; finite even where the offset is not).
-        grid_x = torch.where(inside, _normalised(off_x, base_x, self.grid_w, self.align_corners), -1.0)
-        grid_y = torch.where(inside, _normalised(off_y, base_y, self.grid_h, self.align_corners), -1.0)
-        grid = torch.stack((grid_x, grid_y), dim=-1).view(b * g, taps * len(rows), out_w, 2)
+        grid_x = _normalised(off_x, base_x, self.grid_w, self.align_corners)
+        grid_y = _normalised(off_y, base_y, self.grid_h, self.align_corners)
+        if gradients:
+            # y > -1 etc., compared on the offsets (base is an integer; the same up to the rounding of base +
+            # offset, exact at integer offsets); False for NaN.
+            inside = (off_y > -1 - base_y) & (off_y < self.height - base_y)
+            inside &= (off_x > -1 - base_x) & (off_x < self.width - base_x)
+            # Positions not inside sample the corner -1 (zero weight below; finite where the offset is not).
+            grid = torch.stack((torch.where(inside, grid_x, -1.0), torch.where(inside, grid_y, -1.0)), dim=-1)
+            modulation = mask.reshape(b, g, 1, n) * inside.reshape(b, g, 1, n)
+        else:
+            # Values only: a position outside the image samples zero padding or nothing (bilinear sampling
+            # with zeros outside is continuous at the border), so the test above is needed only for its
+            # gradients. NaN and infinite positions are moved far outside (2 plane sizes beyond an edge).
+            grid = torch.stack((grid_x, grid_y), dim=-1).nan_to_num_(_FAR, _FAR, -_FAR).clamp_(-_FAR, _FAR)
+            modulation = mask.reshape(b, g, 1, n)
+        grid = grid.view(b * g, taps * len(rows), out_w, 2)
         samples = F.grid_sample(self.planes, grid, "bilinear", "zeros", align_corners=self.align_corners)
-        n = taps * len(rows) * out_w
-        modulation = mask.reshape(b, g, 1, n) * inside.reshape(b, g, 1, n)
         return samples.view(b, g, c // g, n), modulation
+
+
+# A normalised grid coordinate about two plane sizes beyond an edge: outside for any size and align_corners.
+_FAR = 5.0
 
 
 # glibc serves every allocation above 32 MB (its largest mmap threshold) with a fresh mapping, whose
