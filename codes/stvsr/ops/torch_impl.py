@@ -86,11 +86,12 @@ class _Sampler:
         return samples.mul_(modulation).view(self.batch, self.channels, -1, len(rows) * offset.shape[3])
 
     def unmodulated(
-        self, offset: torch.Tensor, mask: torch.Tensor, rows: range, gradients: bool = True
+        self, offset: torch.Tensor, mask: torch.Tensor, rows: range, *, gradients: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Bilinear samples (B, G, C/G, K*R*Wo) for the output ``rows`` and their modulation (B, G, 1, K*R*Wo).
 
-        ``gradients=False`` when no gradient flows through them: their values are the same.
+        ``gradients``: whether autograd differentiates them. Without, the geometry skips the inside test,
+        which only their gradients need (the values are the same).
         """
         b, c, g = self.batch, self.channels, self.groups
         taps = self.kernel_size[0] * self.kernel_size[1]
@@ -239,7 +240,7 @@ def deform_sample(
     b, c, g = sampler.batch, sampler.channels, groups
     taps, (out_h, out_w) = kernel_size[0] * kernel_size[1], offset.shape[2:]
     if _needs_grad(input, offset, mask):
-        samples, modulation = sampler.unmodulated(offset, mask, range(out_h))
+        samples, modulation = sampler.unmodulated(offset, mask, range(out_h), gradients=True)
         return _Modulate.apply(samples, modulation).view(b, c, taps, out_h * out_w)
     if is_compiling() or b * c * taps * out_h * out_w * input.element_size() < _FRESH_MAPPING_BYTES:
         return sampler.modulated_in_place(offset, mask, range(out_h))
@@ -249,7 +250,8 @@ def deform_sample(
     band = max(1, _BAND_BYTES // (b * c * taps * out_w * input.element_size()))
     for r0 in range(0, out_h, band):
         rows = range(r0, min(r0 + band, out_h))
-        samples, modulation = sampler.unmodulated(offset[:, :, r0 : rows.stop], mask[:, :, r0 : rows.stop], rows)
+        off, m = offset[:, :, r0 : rows.stop], mask[:, :, r0 : rows.stop]
+        samples, modulation = sampler.unmodulated(off, m, rows, gradients=False)
         shape = (b, g, -1, taps, len(rows), out_w)
         torch.mul(samples.view(shape), modulation.view(shape), out=planar[:, :, :, :, r0 : rows.stop])
     return out
@@ -296,7 +298,7 @@ def _conv_by_group_blocks(input, offset, mask, weight, bias, stride, padding, di
     out = None
     for x, off, m, w in pieces:
         sampler = _Sampler(x, (kh, kw), stride, padding, dilation, per_block)
-        samples, modulation = sampler.unmodulated(off, m, range(out_h))
+        samples, modulation = sampler.unmodulated(off, m, range(out_h), gradients=True)
         part = _ModulatedContraction.apply(samples, modulation, w.reshape(c_out, -1), out_h * out_w)
         out = part if out is None else out + part
     if bias is not None:
