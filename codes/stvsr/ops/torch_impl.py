@@ -80,6 +80,15 @@ class _Sampler:
         padded = F.pad(input, (0, self.grid_w - self.width, 0, self.grid_h - self.height))
         self.planes = padded.reshape(self.batch * groups, self.channels // groups, self.grid_h, self.grid_w)
 
+    def row_bands(self, offset: torch.Tensor, mask: torch.Tensor):
+        """(rows, their offsets, their masks) for bands of output rows of about _BAND_BYTES of samples each."""
+        out_h, out_w = offset.shape[2:]
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        band = max(1, _BAND_BYTES // (self.batch * self.channels * taps * out_w * offset.element_size()))
+        for r0 in range(0, out_h, band):
+            rows = range(r0, min(r0 + band, out_h))
+            yield rows, offset[:, :, r0 : rows.stop], mask[:, :, r0 : rows.stop]
+
     def modulated_in_place(self, offset: torch.Tensor, mask: torch.Tensor, rows: range) -> torch.Tensor:
         """(B, C, K, R*Wo) for the output ``rows``, modulated in the samples' own buffer (no autograd)."""
         samples, modulation = self.unmodulated(offset, mask, rows, gradients=False)
@@ -247,13 +256,10 @@ def deform_sample(
     # A fresh mapping: written in bands into huge pages (grid_sample cannot write into a given tensor).
     out = _empty_for_writing(input, b, c, taps, out_h * out_w)
     planar = out.view(b, g, c // g, taps, out_h, out_w)
-    band = max(1, _BAND_BYTES // (b * c * taps * out_w * input.element_size()))
-    for r0 in range(0, out_h, band):
-        rows = range(r0, min(r0 + band, out_h))
-        off, m = offset[:, :, r0 : rows.stop], mask[:, :, r0 : rows.stop]
+    for rows, off, m in sampler.row_bands(offset, mask):
         samples, modulation = sampler.unmodulated(off, m, rows, gradients=False)
         shape = (b, g, -1, taps, len(rows), out_w)
-        torch.mul(samples.view(shape), modulation.view(shape), out=planar[:, :, :, :, r0 : rows.stop])
+        torch.mul(samples.view(shape), modulation.view(shape), out=planar[:, :, :, :, rows.start : rows.stop])
     return out
 
 
@@ -330,13 +336,10 @@ def _conv_by_row_bands(input, offset, mask, weight, bias, stride, padding, dilat
     flat_weight = weight.reshape(c_out, -1)
     sampler = _Sampler(input, (kh, kw), stride, padding, dilation, groups)
     out = input.new_empty(b, c_out, out_h * out_w)
-    row_bytes = b * flat_weight.shape[1] * out_w * input.element_size()
-    band = max(1, _BAND_BYTES // row_bytes)
-    for r0 in range(0, out_h, band):
-        rows = range(r0, min(r0 + band, out_h))
-        samples = sampler.modulated_in_place(offset[:, :, r0 : rows.stop], mask[:, :, r0 : rows.stop], rows)
-        for i in range(b):  # straight into the output's rows (torch.matmul would make the band, then copy it)
-            target = out[i, :, r0 * out_w : rows.stop * out_w]
+    for rows, off, m in sampler.row_bands(offset, mask):
+        samples = sampler.modulated_in_place(off, m, rows)
+        for i in range(b):  # per sample, into the output rows (torch.matmul folds a 2-D x 3-D product into copies)
+            target = out[i, :, rows.start * out_w : rows.stop * out_w]
             if bias is None:
                 torch.mm(flat_weight, samples[i].view(-1, target.shape[1]), out=target)
             else:
