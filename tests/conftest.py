@@ -64,3 +64,37 @@ def other_backend(request: pytest.FixtureRequest) -> str:
 def gradcheck_backend(request: pytest.FixtureRequest) -> str:
     """The backends whose backward is hand-written or the reference: 'ext' and 'torch'."""
     return request.param
+
+
+def _mount_tmpfs(path, size: str, readonly: bool) -> bool:
+    """Mount a tmpfs of ``size`` at ``path`` (root only); False where this machine does not allow it."""
+    import subprocess
+
+    options = f"size={size}" + (",ro" if readonly else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def _tmpfs(tmp_path_factory, size: str, readonly: bool):
+    import subprocess
+
+    path = tmp_path_factory.mktemp("ro_fs" if readonly else "small_fs")
+    if not _mount_tmpfs(path, size, readonly):
+        pytest.skip("needs a small file system: mounting a tmpfs is not allowed here (run the tests as root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path_factory):
+    """A 2 MB file system (tmpfs), to fill: what a full disk does to a command. Skipped where it cannot be made."""
+    yield from _tmpfs(tmp_path_factory, "2m", readonly=False)
+
+
+@pytest.fixture
+def readonly_fs(tmp_path_factory):
+    """An empty read-only file system (tmpfs mounted ro): root ignores permission bits, so a chmod'ed folder is
+    not read-only for root; this is. Skipped where it cannot be made."""
+    yield from _tmpfs(tmp_path_factory, "1m", readonly=True)

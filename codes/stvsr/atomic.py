@@ -11,9 +11,11 @@ or LMDB is ever left under it, so code that skips existing outputs can trust wha
 - :func:`temporary_sibling`, :func:`commit`, :func:`discard`: the three steps, for writers whose output stays
   open across calls (a video container).
 
-Temporary folders are named ``.NAME.tmp-PID``; :func:`remove_stale_temporaries` deletes those left by killed
-processes. Temporary files are ``.NAME.tmp-XXXXXXXX<suffix>`` (the suffix kept: some writers choose the format
-from it).
+Temporaries are named after the process that writes them: folders ``.NAME.tmp-PID``, files
+``.NAME.tmp-PID-XXXXXXXX<suffix>`` (the suffix kept: some writers choose the format from it);
+:func:`remove_stale_temporaries` deletes those left by killed processes. A committed file gets the permissions
+a newly created file gets under the process's umask (usually 0644), not the 0600 of a private temporary: a
+team reads each other's checkpoints, reports and videos.
 """
 
 from __future__ import annotations
@@ -39,16 +41,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _writer_pid(tmp: Path, name: str) -> int | None:
+    """The PID in a temporary's name (``.NAME.tmp-PID`` or ``.NAME.tmp-PID-XXXXXXXX<suffix>``), else None."""
+    pid = tmp.name[len(f".{name}.tmp-") :].split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> None:
-    """Delete the ``.NAME.tmp-PID`` folders next to ``path`` left by killed runs (their PID is gone).
+    """Delete the temporaries next to ``path`` left by killed runs (their PID is gone).
 
     PIDs are those of this machine: on a folder shared between machines, give each run its own ``path``."""
     path = Path(path)
+    if not path.parent.is_dir():
+        return
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if tmp.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+        pid = _writer_pid(tmp, path.name)
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
             logger.warning("removing %s, left by an interrupted run", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
+            discard(tmp)
+
+
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc tells it; Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but only read once per file)
+    os.umask(mask)
+    return mask
 
 
 def temporary_sibling(path: str | os.PathLike, folder: bool = False) -> Path:
@@ -56,13 +79,16 @@ def temporary_sibling(path: str | os.PathLike, folder: bool = False) -> Path:
     ``.NAME.tmp-PID`` of a temporary folder, which does not exist yet (the writer creates it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     if folder:
-        remove_stale_temporaries(path)
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         return tmp
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=path.suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600); the file is for others to read too
+    finally:
+        os.close(fd)
     return Path(name)
 
 

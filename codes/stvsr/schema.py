@@ -55,7 +55,8 @@ class Key:
     (deep-copied), whether it is ``required``, the allowed ``choices`` (compared case-insensitively for strings
     when ``casefold``; the canonical spelling is kept), a ``help`` line, and ``path``: a file or folder that the
     one path rule resolves (``path="list"``: a bare file name, without '/', is a name the dataset looks up
-    inside its data root and is left as it is)."""
+    inside its data root and is left as it is), and ``minimum``: the smallest number allowed (a zero batch size
+    or checkpoint interval is found here, not as a crash later)."""
 
     types: Types = None
     default: Any = None
@@ -64,6 +65,7 @@ class Key:
     help: str = ""
     path: bool | str = False
     casefold: bool = False
+    minimum: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,30 @@ def _choose(value: Any, spec: Key) -> Any:
     raise ValueError(f"={value!r} is not one of {names}.{did_you_mean(value, [str(c) for c in spec.choices])}")
 
 
+def _at_least(value: Any, spec: Key) -> Any:
+    if spec.minimum is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < spec.minimum:
+            raise ValueError(f"={value!r} must be >= {spec.minimum:g}")
+    return value
+
+
+def folder_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be one folder's name inside another (an experiment's or a run's), or None when it can:
+    not empty, not ``.`` or ``..``, no path separator, no leading dot (hidden) or surrounding spaces."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty folder name"
+    if name in (".", ".."):
+        return f"{name!r} is not a folder name of its own"
+    if "/" in name or "\\" in name or "\0" in name or (os.altsep and os.altsep in name):
+        suggestion = "".join("_" if ch in "/\\\0" else ch for ch in name)
+        return f"{name!r} holds a path separator: give one folder name (e.g. {suggestion!r})"
+    if name.startswith("."):
+        return f"{name!r} starts with a dot (a hidden folder): give a visible name"
+    if name != name.strip():
+        return f"{name!r} starts or ends with a space"
+    return None
+
+
 def check(raw: Any, schema: Schema, where: str, problems: list[str]) -> dict[str, Any]:
     """``raw`` checked against ``schema`` with the defaults filled in; every problem is appended to
     ``problems`` as ``'<where>.<key>: ...'`` (what can be checked goes on after a problem)."""
@@ -146,7 +172,7 @@ def check(raw: Any, schema: Schema, where: str, problems: list[str]) -> dict[str
             out[key] = copy.deepcopy(spec.default)
         else:
             try:
-                out[key] = _choose(_coerce(raw[key], spec.types), spec)
+                out[key] = _at_least(_choose(_coerce(raw[key], spec.types), spec), spec)
             except ValueError as exc:
                 sep = "" if str(exc).startswith("=") else ": "
                 problems.append(f"{prefix}{key}{sep}{exc}")
