@@ -68,6 +68,24 @@ class LoadReport:
         return "\n".join(lines)
 
 
+class NonFiniteWeightsError(StvsrError, ValueError):
+    """The checkpoint holds NaN or infinite weights (the run that wrote it diverged); ``keys`` names them."""
+
+    def __init__(self, source: str, keys: list[str]) -> None:
+        super().__init__(
+            f"{source}: {len(keys)} weight tensor(s) hold NaN or infinite values ({_listing(keys)}): the run that "
+            "wrote it diverged, and its outputs would be meaningless. Use an earlier checkpoint of that run."
+        )
+        self.keys = keys
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`NonFiniteWeightsError` when a floating tensor of ``state`` holds NaN or infinity."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteWeightsError(source, bad)
+
+
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:MAX_LISTED])
     return shown + (f", ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
@@ -140,6 +158,7 @@ def load_official(
             (one message lists them all). With ``strict=False`` the matching tensors are loaded, the rest is
             logged as a warning.
         key: take the weights from this wrapper entry (e.g. ``'params_ema'``) instead of the default order.
+            Weights that are not finite (NaN, inf) are refused (:class:`NonFiniteWeightsError`).
         weights_only: unpickle tensors and plain containers only (safe for untrusted files). Set False only
             for a trusted file that stores other Python objects.
     Returns:
@@ -165,6 +184,7 @@ def load_official(
         state, wrapper = extract_state_dict(obj, key)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{source}: {exc.args[0]}") from None
+    check_finite(state, source)
     report = compare(net, state, source, wrapper)
     name = type(net).__name__
     if not report.ok:
