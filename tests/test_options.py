@@ -107,7 +107,11 @@ def test_experiment_folder_archived_not_overwritten(tmp_path, root, capsys):
     exp = options.prepare_experiment(opt)
     saved = yaml.safe_load((exp / "options.yml").read_text())
     assert saved["train"]["lr_G"] == 4e-4 and saved["name"] == "unit"
+    (exp / "marker").write_text("a run that stopped before its first checkpoint")
+    options.prepare_experiment(opt)  # nothing worth keeping: the folder is reused, not archived
+    assert [p.name for p in exp.parent.iterdir()] == ["unit"] and (exp / "marker").exists()
     (exp / "marker").write_text("first run")
+    (exp / "models" / "iter_00000005.pth").write_bytes(b"weights")
     options.prepare_experiment(opt)
     archived = [p for p in exp.parent.iterdir() if p.name.startswith("unit_archived_")]
     assert len(archived) == 1 and (archived[0] / "marker").read_text() == "first run"

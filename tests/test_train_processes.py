@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -220,11 +219,12 @@ def test_failed_checks_leave_no_experiment_folder_and_damaged_lmdb_is_one_messag
         raw_bytes[at : at + 8] = bytes(255 - b for b in raw_bytes[at : at + 8])
     data_file.write_bytes(bytes(raw_bytes))
     assert main(["-opt", str(path)]) == 2
-    assert re.search(r"key 00001_0001_[2-6] is corrupt", capsys.readouterr().out)
+    printed = capsys.readouterr()
+    assert re.search(r"key 00001_0001_[2-6] is corrupt", printed.out + printed.err)
+    assert not exp.exists()  # found by the check of the first sample, before the experiment folder is made
     # a truncated data.mdb: a message before any read (a bus error would kill the process: run it apart)
     with open(data_file, "r+b") as f:
         f.truncate(len(good) // 2)
-    shutil.rmtree(exp)
     run = subprocess.run(
         [sys.executable, str(TRAIN), "-opt", str(path)],
         env=child_env(), capture_output=True, text=True, timeout=240, check=False,

@@ -8,7 +8,11 @@
 - Relative paths follow the one rule of :func:`stvsr.schema.resolve_path`: the options file's folder, then the
   repository root (the first that exists; outputs go under the repository root), never the current directory.
 - :func:`prepare_experiment` creates ``experiments/<name>/`` and saves the resolved options there; an existing
-  folder of another run is archived with a timestamp suffix (never silently overwritten).
+  folder of another run is archived with a timestamp suffix (never silently overwritten); one that holds no
+  checkpoint (a run that failed before its first save) is reused.
+- A run's saved options (``experiments/<name>/options.yml``) carry its ``run_id``, as do its checkpoints; read
+  back, the run's folder is the one that holds the file (so an archived or copied experiment is itself, not the
+  folder its ``name`` would give).
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from stvsr.atomic import atomic_write
-from stvsr.schema import Key, OptionsError, check, read_mapping, repo_root, resolve_path, resolve_paths
+from stvsr.schema import (
+    Key,
+    OptionsError,
+    check,
+    folder_name_problem,
+    read_mapping,
+    repo_root,
+    resolve_path,
+    resolve_paths,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +47,11 @@ OPT_STR, OPT_LIST, OPT_INT, OPT_FLOAT = (str, NONE), (list, NONE), (int, NONE), 
 # floats (the official configs write `!!float 5e3`).
 SCHEMA: dict[str, Any] = {
     "name": Key(str, required=True, help="the experiment: experiments/<name>/"),
+    "run_id": Key(OPT_STR, help="written by the trainer: the run these options and their checkpoints belong to"),
     "use_tb_logger": Key(bool, True),
     "model": Key(str, "VideoSR_base"),
     "distortion": Key(str, "sr"),
-    "scale": Key(int, 4),
+    "scale": Key(int, 4, minimum=1),
     "gpu_ids": Key(OPT_LIST),
     "dist": Key(bool, False),
     "device": Key(str, "auto", help="auto | cpu | cuda | cuda:N"),
@@ -55,7 +69,7 @@ SCHEMA: dict[str, Any] = {
         "demo_data": Key(OPT_STR, path=True, help="build the demo set there first (stvsr.data.demo)"),
     },
     "train": {
-        "lr_G": Key(float, required=True),
+        "lr_G": Key(float, required=True, minimum=0),
         "lr_scheme": Key(str, "CosineAnnealingLR_Restart"),
         "optim": Key(str, "Adam", help="a registered optimiser: Adam, AdamW, Adamax"),
         "beta1": Key(float, 0.9),
@@ -66,16 +80,16 @@ SCHEMA: dict[str, Any] = {
         "T_period": Key(OPT_LIST),
         "restarts": Key(OPT_LIST),
         "restart_weights": Key(OPT_LIST),
-        "eta_min": Key(float, 1e-7),
+        "eta_min": Key(float, 1e-7, minimum=0),
         "lr_steps": Key(OPT_LIST),
         "lr_gamma": Key(float, 0.5),
         "clear_state": Key(OPT_LIST),
         "losses": Key(OPT_LIST, help="weighted loss entries: [{type: cb, weight: 1}, {type: vgg, ...}]"),
-        "grad_clip": Key(OPT_FLOAT),
-        "val_freq": Key(OPT_INT),
+        "grad_clip": Key(OPT_FLOAT, minimum=0),
+        "val_freq": Key(OPT_INT, minimum=1),
         "manual_seed": Key(OPT_INT, 0),
         "ft_tsa_only": Key(int, 0),
-        "max_bad_steps": Key(int, 5),
+        "max_bad_steps": Key(int, 5, minimum=1),
         "scheduler_order": Key(str, "before", choices=("before", "after")),
         "ema_decay": Key(OPT_FLOAT, help="e.g. 0.999: keep an EMA of the weights, validate it"),
         "amp": Key(OPT_STR, choices=(None, "bf16", "fp16"), help="mixed precision (CUDA)"),
@@ -88,10 +102,10 @@ SCHEMA: dict[str, Any] = {
         "compile": Key(bool, False, help="torch.compile the model for training (same results, faster steps)"),
     },
     "logger": {
-        "print_freq": Key(int, 100),
-        "save_checkpoint_freq": Key(int, 5000),
-        "keep_checkpoints": Key(int, 5),
-        "val_images": Key(int, 3, help="validation samples shown in TensorBoard as [bicubic | output | GT]"),
+        "print_freq": Key(int, 100, minimum=1),
+        "save_checkpoint_freq": Key(int, 5000, minimum=1),
+        "keep_checkpoints": Key(int, 5, minimum=0),
+        "val_images": Key(int, 3, minimum=0, help="validation samples shown in TensorBoard as [bicubic | output | GT]"),
     },
 }
 
@@ -128,7 +142,7 @@ def _check_datasets(datasets: dict[str, Any], problems: list[str]) -> dict[str, 
 
     classes = {}
     for phase, block in datasets.items():
-        if block is None:
+        if not isinstance(block, Mapping):  # None (no such phase) or a mistake that check() has reported
             continue
         cls = _dataset_class(block, f"datasets.{phase}", problems)
         if cls is not None:
@@ -240,6 +254,8 @@ def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = No
     if isinstance(raw, Mapping):
         raw = {**raw, "train": _losses(raw.get("train") or {}, problems)}
     opt = check(raw, SCHEMA, "", problems)
+    if "name" in opt and (problem := folder_name_problem(opt["name"])):
+        problems.append(f"name: {problem} (the experiment's folder is experiments/<name>)")
     if isinstance(opt.get("network_G"), Mapping):
         _check_network(opt["network_G"], problems)
     classes = _check_datasets(opt["datasets"], problems) if isinstance(opt.get("datasets"), dict) else {}
@@ -286,14 +302,21 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, An
     if not file.is_file():
         raise OptionsError(f"options file not found: {file}")
     raw = read_mapping(file)
-    if isinstance(raw.get("path"), dict):  # the saved experiments/<name>/options.yml loads too
+    if is_saved_run(raw):  # experiments/<name>/options.yml: the run's folder is the one that holds it
+        paths = raw["path"] = dict(raw["path"]) if isinstance(raw.get("path"), dict) else {}
         for key in DERIVED_PATH_KEYS:
-            raw["path"].pop(key, None)
+            paths.pop(key, None)
+        paths["experiments_root"] = str(file.resolve().parent)
     apply_overrides(raw, overrides)
     try:
         return validate(raw, file)
     except OptionsError as exc:
         raise exc.within(f"{file}: ") from None
+
+
+def is_saved_run(raw: Mapping[str, Any]) -> bool:
+    """Whether ``raw`` is the options file a run saved in its folder (it holds the keys :func:`validate` derives)."""
+    return bool(raw.get("run_id")) or (isinstance(raw.get("path"), dict) and "models" in raw["path"])
 
 
 def dump(opt: Mapping[str, Any]) -> str:
@@ -302,11 +325,19 @@ def dump(opt: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(opt), sort_keys=False, default_flow_style=None)
 
 
+def holds_checkpoints(exp: Path) -> bool:
+    """Whether the experiment folder ``exp`` holds a checkpoint of the trainer (``models/iter_*.pth``)."""
+    models = exp / "models"
+    return models.is_dir() and any(p.name.startswith("iter_") and p.suffix == ".pth" for p in models.iterdir())
+
+
 def prepare_experiment(opt: dict[str, Any], resume: bool = False) -> Path:
-    """Create ``experiments/<name>/`` (archiving an existing one with a timestamp suffix unless resuming) and
-    save the resolved options into it as ``options.yml``."""
+    """Create ``experiments/<name>/`` and save the resolved options into it as ``options.yml``. Unless resuming,
+    an existing folder with checkpoints is archived with a timestamp suffix; one without (a run that stopped
+    before its first checkpoint) is reused. The caller holds the experiment's lock
+    (:class:`stvsr.train.experiment_lock.ExperimentLock`), so the folder is no live run's."""
     exp = Path(opt["path"]["experiments_root"])
-    if exp.exists() and not resume and any(exp.iterdir()):
+    if exp.exists() and not resume and holds_checkpoints(exp):
         stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
         archived = exp.with_name(f"{exp.name}_archived_{stamp}")
         n = 1

@@ -105,11 +105,18 @@ def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 
 class RoundSTE(torch.autograd.Function):
-    """Bernoulli draw (or threshold at 0.5) in the forward pass, identity gradient in the backward pass."""
+    """Bernoulli draw (or threshold at 0.5) in the forward pass, identity gradient in the backward pass.
+
+    A NaN probability (a diverged network) passes through as NaN instead of failing ``torch.bernoulli``, so that it
+    reaches the loss, where the trainer's guard skips the step and stops after ``train.max_bad_steps``."""
 
     @staticmethod
     def forward(ctx, p: torch.Tensor, sample: bool = True) -> torch.Tensor:  # type: ignore[override]
-        return torch.bernoulli(p) if sample else (p >= 0.5).to(p.dtype)
+        if not sample:
+            return (p >= 0.5).to(p.dtype)
+        invalid = torch.isnan(p)
+        draw = torch.bernoulli(torch.where(invalid, torch.zeros_like(p), p.clamp(0.0, 1.0)))
+        return torch.where(invalid, p, draw)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]

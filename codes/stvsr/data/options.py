@@ -22,8 +22,8 @@ PATH = Key((str, NONE), path=True)  # an optional file or folder
 LOADER_OPTIONS: dict[str, Key] = {
     "name": Key((str, NONE), help="the set's name in logs and reports"),
     "use_shuffle": Key(bool, True),
-    "n_workers": Key(int, 0, help="DataLoader worker processes"),
-    "batch_size": Key(int, 1, help="the total over all processes"),
+    "n_workers": Key(int, 0, minimum=0, help="DataLoader worker processes"),
+    "batch_size": Key(int, 1, minimum=1, help="the total over all processes"),
     "dist": Key(bool, False),
 }
 

@@ -107,10 +107,10 @@ class VideoFolder(Dataset):
         "dataroot_GT": Key(str, required=True, path=True, help="a folder of clip folders (or of frames)"),
         "dataroot_LQ": PATH,
         "degradation": Key(str, "BI", choices=("BI", "BD"), casefold=True, help="LR made from GT (no dataroot_LQ)"),
-        "scale": Key(int, 4),
+        "scale": Key(int, 4, minimum=1),
         "clips": Key((list, NONE), help="clip folders to use; default: all"),
-        "window": Key((int, NONE), help="frames per item; default: whole clips"),
-        "window_stride": Key((int, NONE)),
+        "window": Key((int, NONE), minimum=1, help="frames per item; default: whole clips"),
+        "window_stride": Key((int, NONE), minimum=1),
         "color": Key(str, "RGB"),
         "data_type": Key(str, "img", choices=("img",)),
     }

@@ -11,8 +11,14 @@ checkpoints (one atomic file per save) -> validation with PSNR-Y (``stvsr.eval.m
   ``pixel(output, GT) + feature(output, GT)``, or what a pair model supervises instead (SAFA's [0, t, 1] frames,
   STARnet's auxiliary outputs). :class:`TrainingObjective` makes it a module's ``forward``, so that
   DistributedDataParallel and ``torch.compile`` wrap the whole loss computation.
-- Loss guard: a non-finite loss skips the optimiser step with a warning; ``train.max_bad_steps`` in a row stop
-  the run with :class:`TrainingStopped` (the checkpoints already written are untouched).
+- Loss guard: a non-finite loss or gradient skips the optimiser step with a warning; ``train.max_bad_steps`` in
+  a row stop the run with :class:`TrainingStopped` (the checkpoints already written are untouched). Weights that
+  are not finite are never saved, and never loaded (a pretrained file or a checkpoint to resume).
+- One run per experiment folder at a time (:class:`~stvsr.train.experiment_lock.ExperimentLock`); everything that
+  can be checked (options, device, data: one training sample and the first validation sample against the
+  model's scale, the checkpoint to resume, free space for a checkpoint) is checked before the folder is made.
+- SIGINT, SIGTERM and SIGHUP: the current step is finished, a checkpoint written, and the run stops with the
+  line that resumes it (:class:`stvsr.signals.DeferredStop`).
 - Checkpoint ``models/iter_<iteration>.pth``: ``params`` (the model's state_dict, which ``load_official`` and
   ``codes/test.py`` read directly), ``params_ema`` (with ``train.ema_decay``), ``optimizer``, ``scheduler``,
   ``scaler`` (fp16), ``iter``, ``epoch``, ``rng`` / ``rng_ranks`` (Python, NumPy, torch, CUDA of every process)
@@ -41,8 +47,8 @@ import random
 import re
 import signal
 import sys
-import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -53,11 +59,16 @@ from torch.utils.data import DataLoader
 
 from stvsr import options as options_mod
 from stvsr.atomic import atomic_path
-from stvsr.device import default_device
+from stvsr.checkpoint import check_finite, compare
+from stvsr.data.io import DataError
+from stvsr.device import resolve_device
 from stvsr.errors import StvsrError
 from stvsr.ops import check_offsets
+from stvsr.outputs import OutputError, check_writable_folder, describe_write_error, free_space
+from stvsr.signals import DeferredStop, ignore_stop_signals, raise_on_stop_signals, stop_exit_code, stop_name
 
 from .distributed import DistInfo, barrier, gather_objects, init_distributed, shutdown, sum_over_ranks
+from .experiment_lock import ExperimentLock
 from .losses import WeightedSum, build_losses
 from .optimizers import build_optimizer
 from .sampling import EpochSampler, SeededSamples
@@ -128,49 +139,13 @@ class TrainingStopped(StvsrError, RuntimeError):
 
 
 class TrainingInterrupted(StvsrError):
-    """SIGINT / SIGTERM: the current step was finished and a checkpoint written; ``exit_code`` is 128 + signal."""
+    """SIGINT / SIGTERM / SIGHUP: the current step was finished and a checkpoint written; ``exit_code`` is 128 +
+    signal."""
 
     def __init__(self, signum: int, message: str) -> None:
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + signum
-
-
-def _ignore_stop_signals(_worker_id: int) -> None:
-    """DataLoader workers leave SIGINT / SIGTERM to the training process, which stops after the current step (a
-    Ctrl-C reaches the whole process group; a worker that died of it would fail the next batch)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-class StopSignals:
-    """Between :meth:`install` and :meth:`restore` (main thread only): SIGINT and SIGTERM set :attr:`signum`
-    instead of killing the run; the loop finishes its step, saves and stops. A second SIGINT stops at once
-    (KeyboardInterrupt)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        name = signal.Signals(signum).name
-        message = f"\n{name}: finishing the current step, then saving a checkpoint (Ctrl-C again stops at once)\n"
-        os.write(sys.stderr.fileno(), message.encode())  # not logging: it takes locks, unsafe in a handler
-
-    def restore(self) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous.clear()
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -195,12 +170,113 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def find_latest_checkpoint(models_dir: str | os.PathLike) -> Path | None:
+def list_checkpoints(models_dir: str | os.PathLike) -> list[Path]:
+    """The trainer's checkpoints ``iter_<n>.pth`` in ``models_dir``, newest (highest iteration) first."""
     folder = Path(models_dir)
     if not folder.is_dir():
-        return None
+        return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CKPT_RE.match(p.name))]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def find_latest_checkpoint(models_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(models_dir)
+    return found[0] if found else None
+
+
+def checkpoint_run_id(path: str | os.PathLike) -> str | None:
+    """The ``run_id`` a checkpoint of the trainer carries (None for older ones and other files); read lazily."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 -- a damaged file is reported by whoever loads its weights
+        return None
+    return str(state["run_id"]) if isinstance(state, dict) and state.get("run_id") else None
+
+
+def latest_checkpoint_of_run(models_dir: str | os.PathLike, run_id: str | None) -> Path | None:
+    """The newest checkpoint in ``models_dir``; with ``run_id``, it must belong to that run (older checkpoints
+    carry no id and are taken as they are): a folder whose newest checkpoint is another run's is a ValueError,
+    never silently another run's weights."""
+    latest = find_latest_checkpoint(models_dir)
+    if latest is None or run_id is None:
+        return latest
+    found = checkpoint_run_id(latest)
+    if found not in (None, run_id):
+        raise ValueError(
+            f"{latest} belongs to run {found}, not to run {run_id} of the options beside it: the folder holds "
+            f"another run's checkpoints; give the weights explicitly with --checkpoint"
+        )
+    return latest
+
+
+def _loads(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 -- any failure means: not usable
+        return False
+    return True
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint of the trainer, loaded; a damaged one (truncated, not a checkpoint) is one :class:`ValueError`
+    that names it and the newest intact checkpoint beside it, to resume from instead."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- torch's zip reader raises several kinds, with unhelpful texts
+        previous = next((p for p in list_checkpoints(path.parent) if p != path and _loads(p)), None)
+        offer = (
+            f"the previous checkpoint {previous.name} is intact: move {path.name} out of {path.parent} and run "
+            f"again with --auto_resume"
+            if previous is not None
+            else "no intact checkpoint is left beside it: start again without --auto_resume"
+        )
+        raise ValueError(
+            f"checkpoint {path} cannot be read (damaged or truncated, e.g. a save cut short: "
+            f"{type(exc).__name__}); {offer}"
+        ) from None
+    missing = [k for k in ("params", "optimizer", "scheduler", "iter", "epoch", "rng") if k not in state]
+    if not isinstance(state, dict) or missing:
+        raise ValueError(f"{path}: not a training checkpoint of stvsr (missing {', '.join(missing)})")
+    return state
+
+
+def _network_difference(saved: Any, current: dict[str, Any]) -> str:
+    """The ``network_G`` keys whose values differ between a checkpoint and the options, as ``key a -> b``."""
+    if not isinstance(saved, dict):
+        return ""
+    keys = sorted(set(saved) | set(current), key=str)
+    return ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k))
+
+
+def _check_sample(sample: dict[str, Any], upscale: int, where: str, model_name: str) -> None:
+    """One sample against the model: GT frames ``upscale`` times the LR size, 2N-1 of them for N LR frames (unless
+    the sample carries time stamps, which say which frames the GT holds). :class:`DataError` naming the set."""
+    lqs, gt = sample["LQs"], sample["GT"]
+    key = sample.get("key", "0")
+    (n, _, h, w), (m, _, hh, ww) = lqs.shape, gt.shape
+    if (hh, ww) != (upscale * h, upscale * w):
+        raise DataError(
+            f"{where}: sample {key}: LR frames are {w}x{h} (W x H) and GT frames {ww}x{hh}, but {model_name} "
+            f"upscales x{upscale} (GT must be {upscale * w}x{upscale * h}): check dataroot_LQ / dataroot_GT and scale"
+        )
+    if "time" not in sample and m != 2 * n - 1:
+        raise DataError(
+            f"{where}: sample {key}: {n} LR frames and {m} GT frames, but the model makes 2N-1 = {2 * n - 1} "
+            f"frames from N: check N_frames and LQ_index_list"
+        )
+
+
+def _gradient_norm(parameters: Any) -> torch.Tensor:
+    """The 2-norm of all gradients together (non-finite when any gradient is)."""
+    norms = [torch.linalg.vector_norm(p.grad.detach()) for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def checkpoint_size_estimate(model: torch.nn.Module, ema: bool) -> int:
+    """Bytes of a checkpoint of ``model``: its weights, Adam's two moments (3x), an EMA copy, a margin."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return int(weights * (4 if ema else 3) * 1.05) + 2**20
 
 
 def _setup_logging() -> list[logging.Handler]:
@@ -263,9 +339,7 @@ class TrainingObjective(torch.nn.Module):
 
 
 def _resolve_device(name: str, dist_info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = default_device()
-    device = torch.device(name)
+    device = resolve_device(name, "device")  # one message for a device this machine does not have
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", dist_info.local_rank)
     return device
@@ -329,9 +403,6 @@ class Trainer:
     ) -> None:
         self.opt = opt
         self.dist = dist_info or DistInfo()
-        resume = resume if resume is not None else opt["path"]["resume_state"]
-        if resume == "auto":
-            resume = find_latest_checkpoint(opt["path"]["models"])
         self.exp_dir = Path(opt["path"]["experiments_root"])
         if self.dist.is_main:
             self._log_handlers = _setup_logging()
@@ -340,9 +411,17 @@ class Trainer:
             log_root.setLevel(logging.WARNING)
         self.models_dir = Path(opt["path"]["models"])
         self.tb = None
+        self._lock: ExperimentLock | None = None
         try:
+            resume = resume if resume is not None else opt["path"]["resume_state"]
+            if resume == "auto":
+                resume = find_latest_checkpoint(opt["path"]["models"])
             self._build(opt, resume)  # options, data, model and checkpoint all checked ...
             if self.dist.is_main:  # ... before experiments/<name>/ is made (a failed check leaves nothing)
+                check_writable_folder(self.exp_dir.parent, "the experiments folder")
+                self._lock = ExperimentLock(self.exp_dir).acquire()  # a second run of the experiment stops here
+                self._check_free_space()
+                opt["run_id"] = self.run_id
                 self.exp_dir = options_mod.prepare_experiment(opt, resume=resume is not None)
                 _attach_log_file(self._log_handlers, self.exp_dir, opt["name"])
                 self.tb = _tensorboard(self.exp_dir, bool(opt.get("use_tb_logger", True)))
@@ -362,10 +441,49 @@ class Trainer:
         torch.manual_seed(self.seed)
         self._build_data(opt)
         self._build_model(opt, resume)
+        self._check_samples()
         self.iter = 0
         self.epoch = 0
+        self.run_id = uuid.uuid4().hex  # a new run; a resumed one keeps the id its checkpoint carries
         if resume is not None:
             self.load_checkpoint(resume)
+
+    def _check_samples(self) -> None:
+        """Read the first training sample and the first validation sample and check them against the model
+        (LR size x scale = GT size, 2N-1 GT frames for N LR frames), so that a data mistake is found before the
+        experiment folder is made and before hours of training, not at the first validation. The RNG states are
+        restored afterwards: the check draws no number the run would have drawn."""
+        from stvsr.runner import ModelFacts
+
+        upscale = ModelFacts.of(self.model).upscale
+        rng = get_rng_state()
+        try:
+            samples = [("datasets.train", self.train_set[0])]
+            if self.val_set is not None and len(self.val_set):
+                samples.append(("datasets.val", self.val_set[0]))
+            for where, sample in samples:
+                _check_sample(sample, upscale, where, type(self.model).__name__)
+        finally:
+            set_rng_state(rng)
+
+    def _check_free_space(self) -> None:
+        """Refuse a run whose file system cannot hold one checkpoint; warn when it cannot hold those to keep."""
+        size = checkpoint_size_estimate(self.model, self.ema is not None)
+        free = free_space(self.exp_dir)
+        if free is None:
+            return
+        keep = max(self.opt["logger"]["keep_checkpoints"], 1) + 1  # a save writes the new file before pruning
+        mb = 2**20
+        if free < size:
+            raise OutputError(
+                f"{self.exp_dir.parent}: {free / mb:.1f} MB free, less than one checkpoint of this model "
+                f"(about {size / mb:.1f} MB): free space or set path.experiments_root elsewhere"
+            )
+        if free < size * keep:
+            logger.warning(
+                "%s: %.1f MB free, less than the %d checkpoints of about %.1f MB this run keeps at once",
+                self.exp_dir.parent, free / mb, keep, size / mb,
+            )  # fmt: skip
 
     def _set_determinism(self, deterministic: bool) -> None:
         if not deterministic:
@@ -416,7 +534,7 @@ class Trainer:
             drop_last=True,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
-            worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+            worker_init_fn=ignore_stop_signals if workers > 0 else None,
         )
         self.iters_per_epoch = self.sampler.num_samples // per_rank
         vopt = opt["datasets"].get("val")
@@ -482,6 +600,7 @@ class Trainer:
             # what the weights are: codes/test.py, test_vimeo.py and stvsr-infer rebuild the model from these
             "network_G": self.opt["network_G"],
             "scale": self.opt["scale"],
+            "run_id": self.run_id,  # the run of experiments/<name>/options.yml these weights belong to
         }
         if rng_ranks is not None and len(rng_ranks) > 1:
             state["rng_ranks"] = rng_ranks
@@ -492,14 +611,21 @@ class Trainer:
         return state
 
     def save_checkpoint(self) -> Path | None:
-        """Every process calls it (the RNG states of all are gathered); rank 0 writes."""
+        """Every process calls it (the RNG states of all are gathered); rank 0 writes. Non-finite weights are not
+        saved, and a failed write (a full disk) stops every process with :class:`TrainingStopped`: the previous
+        checkpoints are untouched, and no partial file is left."""
+        try:
+            check_finite(self.model.state_dict(), f"the weights at iteration {self.iter}")
+        except ValueError as exc:  # every process holds the same weights: all stop here
+            raise TrainingStopped(f"{exc} Not saved; {self._last_checkpoint_line()}") from None
         rng_ranks = gather_objects(get_rng_state(), self.dist)
         path = self.models_dir / f"iter_{self.iter:08d}.pth"
+        problem = self._write_checkpoint(path, rng_ranks) if self.dist.is_main else None
+        if sum_over_ranks(float(problem is not None), self.dist) > 0:
+            problem = problem or "rank 0 could not write a checkpoint"
+            raise TrainingStopped(f"{problem}. Free space, then continue: {self._last_checkpoint_line()}")
         if not self.dist.is_main:
             return None
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(self.checkpoint_state(rng_ranks), tmp)
         keep = self.opt["logger"]["keep_checkpoints"]
         found = sorted((int(m.group(1)), p) for p in self.models_dir.iterdir() if (m := CKPT_RE.match(p.name)))
         for _, old in found[: max(len(found) - keep, 0)] if keep > 0 else []:
@@ -507,11 +633,40 @@ class Trainer:
         logger.info("Saved checkpoint %s", path)
         return path
 
+    def _write_checkpoint(self, path: Path, rng_ranks: list[Any] | None) -> str | None:
+        """Write the checkpoint atomically; None, or one line saying why it could not be written."""
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                torch.save(self.checkpoint_state(rng_ranks), tmp)
+        except OSError as exc:
+            return describe_write_error(exc, path)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write without its errno
+            free = free_space(path)
+            room = f" ({free / 2**20:.1f} MB free on its file system)" if free is not None else ""
+            return f"cannot write {path}: the write failed{room} ({str(exc).splitlines()[0][:120]})"
+        return None
+
+    def _last_checkpoint_line(self) -> str:
+        """Where the run can be continued from, for the messages of a stopped run."""
+        latest = find_latest_checkpoint(self.models_dir)
+        if latest is None:
+            return f"no checkpoint was written yet in {self.models_dir}"
+        return f"the last good checkpoint is {latest} (python codes/train.py -opt ... --auto_resume continues from it)"
+
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        missing = [k for k in ("params", "optimizer", "scheduler", "iter", "epoch", "rng") if k not in state]
-        if missing:
-            raise ValueError(f"{path}: not a training checkpoint of stvsr (missing {', '.join(missing)})")
+        """Resume from ``path``: every problem (a damaged file, non-finite weights, another network, an iteration
+        past ``train.niter``) is one message that says what to do, found before the experiment folder is touched."""
+        state = read_training_checkpoint(path)
+        check_finite(state["params"], str(path))
+        self._check_fits(state, path)
+        niter = self.opt["train"]["niter"]
+        if int(state["iter"]) > niter:
+            raise ValueError(
+                f"checkpoint {path} is at iteration {int(state['iter'])}, past train.niter {niter}: nothing is left "
+                f"to train; raise train.niter (--set train.niter=N) to continue the run"
+            )
+        self.run_id = str(state.get("run_id") or self.run_id)
         self.model.load_state_dict(state["params"])
         if self.ema is not None:
             if "params_ema" not in state:
@@ -525,6 +680,26 @@ class Trainer:
         ranks = state.get("rng_ranks")
         set_rng_state(ranks[self.dist.rank] if ranks and len(ranks) == self.dist.world_size else state["rng"])
         logger.info("Resumed from %s (iteration %d, epoch %d)", path, self.iter, self.epoch)
+        if self.iter == niter:
+            logger.info("The checkpoint is at train.niter (%d): the run is complete, nothing to train", niter)
+
+    def _check_fits(self, state: dict[str, Any], path: str | os.PathLike) -> None:
+        """The checkpoint's weights fit the model the options build; else one short message naming the
+        ``network_G`` settings that changed since the run was started."""
+        report = compare(self.model, state["params"], str(path))
+        if report.ok:
+            return
+        changed = _network_difference(state.get("network_G"), self.opt["network_G"])
+        what = (
+            f"the run was trained with other network_G settings ({changed})"
+            if changed
+            else f"its weights do not fit {type(self.model).__name__} ({len(report.missing)} missing, "
+            f"{len(report.unexpected)} unexpected, {len(report.mismatched)} differently shaped tensors)"
+        )
+        raise ValueError(
+            f"cannot resume from {path}: {what}. Resume with the network_G the run was trained with, or start a new "
+            f"run: another name (--set name=...), or without --auto_resume (the folder is then archived)"
+        )
 
     # ---------------------------------------------------------------- validation
     @property
@@ -538,20 +713,25 @@ class Trainer:
         :attr:`eval_model`); the first ``images`` samples' middle frames go to TensorBoard as
         [bicubic baseline | output | GT]."""
         from stvsr.eval.metrics import calculate_psnr, quantize
+        from stvsr.runner import ModelFacts
 
         model = self.eval_model if net is None else net
+        upscale = ModelFacts.of(model).upscale
         was_training = model.training
         model.eval()
         scores = []
-        for i in range(len(self.val_set)):
-            sample = self.val_set[i]
-            out = self._predict(model, sample["LQs"], sample["GT"].shape[-2:], sample.get("time"))
-            out_np = quantize(out.float().cpu().permute(0, 2, 3, 1).numpy())
-            gt_np = quantize(sample["GT"].permute(0, 2, 3, 1).numpy())
-            scores.append(np.mean([calculate_psnr(o, g, 0, test_y_channel=True) for o, g in zip(out_np, gt_np)]))
-            if i < images and self.tb is not None:
-                self._log_triplet(sample, out_np, gt_np)
-        model.train(was_training)
+        try:
+            for i in range(len(self.val_set)):
+                sample = self.val_set[i]
+                _check_sample(sample, upscale, "datasets.val", type(model).__name__)
+                out = self._predict(model, sample["LQs"], sample["GT"].shape[-2:], sample.get("time"))
+                out_np = quantize(out.float().cpu().permute(0, 2, 3, 1).numpy())
+                gt_np = quantize(sample["GT"].permute(0, 2, 3, 1).numpy())
+                scores.append(np.mean([calculate_psnr(o, g, 0, test_y_channel=True) for o, g in zip(out_np, gt_np)]))
+                if i < images and self.tb is not None:
+                    self._log_triplet(sample, out_np, gt_np)
+        finally:
+            model.train(was_training)
         return float(np.mean(scores))
 
     def _predict(
@@ -594,8 +774,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _step(self, batch: dict[str, Any]) -> float:
-        """One optimiser step; returns the loss of the whole (all-process) batch, NaN/inf if skipped."""
+    def _step(self, batch: dict[str, Any]) -> tuple[float, str | None]:
+        """One optimiser step; returns the loss of the whole (all-process) batch and, when the step was skipped,
+        why (a non-finite loss or gradient)."""
         tr = self.opt["train"]
         lqs = batch["LQs"].to(self.device, non_blocking=True)
         gt = batch["GT"].to(self.device, non_blocking=True)
@@ -607,14 +788,20 @@ class Trainer:
         # every process must agree to skip, or DDP's gradient all-reduce would wait forever
         value = sum_over_ranks(float(loss.detach()), self.dist) / self.dist.world_size
         if not math.isfinite(value):
-            return value
+            return value, f"non-finite loss ({value})"
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
         if tr["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr["grad_clip"])
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr["grad_clip"])
+        else:
+            norm = _gradient_norm(self.model.parameters())
+        # after DDP's all-reduce every process holds the same gradients, so all agree; fp16's scaler skips these
+        # steps itself (and lowers its scale)
+        if self.scaler is None and not math.isfinite(float(norm)):
+            return value, f"non-finite gradient (norm {float(norm)})"
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -622,7 +809,7 @@ class Trainer:
             self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        return value
+        return value, None
 
     def train(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train until ``train.niter`` (or ``stop_at``); returns the last loss and validation PSNR."""
@@ -650,7 +837,7 @@ class Trainer:
         window = {"iters": 0, "time": 0.0, "data": 0.0}  # since the last console line: for s/it and the ETA
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        stop = StopSignals()
+        stop = DeferredStop()
         redirect = logging_redirect_tqdm(loggers=[log_root])  # log lines above the bar (tqdm.write), not glued to it
         try:
             stop.install()
@@ -670,15 +857,16 @@ class Trainer:
                         if before:
                             self.scheduler.step()
                         lr = self.optimizer.param_groups[0]["lr"]
-                        loss = self._step(batch)
+                        loss, skipped = self._step(batch)
                         if not before:
                             self.scheduler.step()
-                    if not math.isfinite(loss):
+                    if skipped is not None:
                         bad += 1
-                        logger.warning("Iteration %d: non-finite loss (%s), step skipped", self.iter, loss)
+                        logger.warning("Iteration %d: %s, step skipped", self.iter, skipped)
                         if bad >= tr["max_bad_steps"]:
                             raise TrainingStopped(
-                                f"{bad} non-finite losses in a row (train.max_bad_steps={tr['max_bad_steps']}) "
+                                f"{bad} steps in a row skipped for a non-finite loss or gradient "
+                                f"(train.max_bad_steps={tr['max_bad_steps']}), the last for a {skipped}, "
                                 f"at iteration {self.iter}; stopped. The last good checkpoint is in "
                                 f"{self.models_dir}. Lower train.lr_G, set train.grad_clip or check the data."
                             )
@@ -711,7 +899,7 @@ class Trainer:
                         self.tb.add_scalar("time/iter", iter_time, self.iter)
                         self.tb.add_scalar("time/data", data_time, self.iter)
                     if self.val_set is not None and tr["val_freq"] and self.iter % tr["val_freq"] == 0:
-                        last_psnr = self.validate(images=log_opt["val_images"])
+                        last_psnr = self._validate_or_save(log_opt["val_images"])
                         logger.info("Iteration %d: validation PSNR-Y %.4f dB", self.iter, last_psnr)
                         if self.tb is not None:
                             self.tb.add_scalar("val/psnr_y", last_psnr, self.iter)
@@ -732,11 +920,23 @@ class Trainer:
                 self.tb.flush()
         return {"iter": self.iter, "loss": last_loss, "psnr_y": last_psnr}
 
-    def _stop_requested(self, stop: StopSignals) -> bool:
+    def _validate_or_save(self, images: int) -> float:
+        """:meth:`validate` during training; when the validation data fails (a frame that does not decode, a size
+        that does not fit), the training since the last checkpoint is saved before the run stops."""
+        try:
+            return self.validate(images=images)
+        except DataError as exc:
+            path = self.save_checkpoint()
+            raise TrainingStopped(
+                f"validation failed at iteration {self.iter}: {exc}. Saved {path or 'a checkpoint'}: fix datasets.val "
+                f"and continue with --auto_resume"
+            ) from None
+
+    def _stop_requested(self, stop: DeferredStop) -> bool:
         """Whether a stop signal arrived (in any process: all must stop after the same step)."""
         return sum_over_ranks(float(stop.signum is not None), self.dist) > 0
 
-    def _interrupted(self, stop: StopSignals, saved: bool) -> None:
+    def _interrupted(self, stop: DeferredStop, saved: bool) -> None:
         """Save (unless this step just did; every process takes part) and raise :class:`TrainingInterrupted` with
         the line on how to resume."""
         signum = stop.signum if stop.signum is not None else signal.SIGTERM
@@ -771,6 +971,8 @@ class Trainer:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self._lock is not None:
+            self._lock.release()
         for handler in self._log_handlers:
             log_root.removeHandler(handler)
             handler.close()
@@ -832,21 +1034,28 @@ def main(argv: list[str] | None = None) -> int:
     resume = "auto" if args.auto_resume else None
     if resume == "auto" and find_latest_checkpoint(opt["path"]["models"]) is None:
         resume = None
-    from stvsr.data.io import DataError
+    with raise_on_stop_signals():  # before the loop (data, model, checks): a stop signal ends the run cleanly
+        try:
+            trainer = Trainer(opt, resume=resume, dist_info=dist_info)
+        except (StvsrError, ValueError, RuntimeError, OSError) as exc:  # data, checkpoint, lock, free space
+            print(f"error: {_one_message(exc)}", file=sys.stderr)
+            shutdown(dist_info)
+            return 2
+        except KeyboardInterrupt as exc:
+            print(f"{stop_name(exc)}: stopped before training started (no checkpoint written)", file=sys.stderr)
+            shutdown(dist_info)
+            return stop_exit_code(exc)
+        return _run(trainer, dist_info)
 
-    try:
-        trainer = Trainer(opt, resume=resume, dist_info=dist_info)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:  # DataError, CheckpointMismatchError
-        print(f"error: {_one_message(exc)}", file=sys.stderr)
-        shutdown(dist_info)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted before training started", file=sys.stderr)
-        shutdown(dist_info)
-        return 130
+
+def _run(trainer: Trainer, dist_info: DistInfo) -> int:
+    """Train, report, and turn every way the run can end into its log line and exit code."""
     try:
         result = trainer.train()
-        logger.info("Done: iteration %d, last loss %.4e", result["iter"], result["loss"])
+        if math.isnan(result["loss"]):
+            logger.info("Done: iteration %d (no step taken in this run)", result["iter"])
+        else:
+            logger.info("Done: iteration %d, last loss %.4e", result["iter"], result["loss"])
         trainer.report(result)
     except TrainingStopped as exc:
         logger.error("%s", exc)
@@ -854,9 +1063,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         logger.warning("%s", exc)
         return exc.exit_code
-    except KeyboardInterrupt:
-        logger.warning("Interrupted: checkpoints so far are in %s; continue with --auto_resume", trainer.models_dir)
-        return 130
+    except KeyboardInterrupt as exc:
+        logger.warning(
+            "%s: stopped at once; checkpoints so far are in %s; continue with --auto_resume",
+            stop_name(exc), trainer.models_dir,
+        )  # fmt: skip
+        return stop_exit_code(exc)
     except DataError as exc:  # found while reading a sample (e.g. a corrupt LMDB value, a frame that fails to decode)
         logger.error("error at iteration %d: %s", trainer.iter, _one_message(exc))
         return 2
