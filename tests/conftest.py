@@ -88,6 +88,22 @@ def _tmpfs(tmp_path_factory, size: str, readonly: bool):
 
 
 @pytest.fixture
+def tmpfs_of(tmp_path_factory):
+    """A function ``size -> path`` that mounts a tmpfs of ``size`` ('8m'), unmounted after the test; skips where a
+    file system cannot be mounted."""
+    mounted = []
+
+    def make(size: str):
+        gen = _tmpfs(tmp_path_factory, size, readonly=False)
+        mounted.append(gen)
+        return next(gen)
+
+    yield make
+    for gen in mounted:
+        gen.close()
+
+
+@pytest.fixture
 def small_fs(tmp_path_factory):
     """A 2 MB file system (tmpfs), to fill: what a full disk does to a command. Skipped where it cannot be made."""
     yield from _tmpfs(tmp_path_factory, "2m", readonly=False)

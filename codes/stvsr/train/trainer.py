@@ -274,9 +274,10 @@ def _gradient_norm(parameters: Any) -> torch.Tensor:
 
 
 def checkpoint_size_estimate(model: torch.nn.Module, ema: bool) -> int:
-    """Bytes of a checkpoint of ``model``: its weights, Adam's two moments (3x), an EMA copy, a margin."""
+    """Bytes of a checkpoint of ``model``, at least: its weights, Adam's two moments (3x) and an EMA copy (the
+    file also holds the RNG states and the options: a few hundred kB more)."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return int(weights * (4 if ema else 3) * 1.05) + 2**20
+    return weights * (4 if ema else 3)
 
 
 def _setup_logging() -> list[logging.Handler]:
