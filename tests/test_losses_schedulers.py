@@ -69,8 +69,10 @@ def test_zsm_recipe_trajectory_closed_form():
     assert lr(600000) == pytest.approx(1e-7, rel=1e-9)
 
 
-def official_recursion(T_period, restarts, weights, eta_min, base, steps):
-    """The official Zooming Slow-Mo get_lr, per step (the reference)."""
+def official_recursion(T_period, restarts, weights, eta_min, base, steps, warmup_iter=-1):
+    """The official Zooming Slow-Mo get_lr, per step (the reference), with the official ``update_learning_rate``'s
+    warm-up: after the scheduler's step, the rate is overwritten by ``base * e / warmup_iter`` for
+    ``e < warmup_iter``, and the next step's recursion continues from that."""
     lr, T_max, last_restart, out = base, T_period[0], 0, []
     for e in range(1, steps + 1):
         if e in restarts:
@@ -83,8 +85,49 @@ def official_recursion(T_period, restarts, weights, eta_min, base, steps):
             lr = (1 + math.cos(math.pi * (e - last_restart) / T_max)) / (
                 1 + math.cos(math.pi * ((e - last_restart) - 1) / T_max)
             ) * (lr - eta_min) + eta_min
+        if e < warmup_iter:
+            lr = base / warmup_iter * e
         out.append(lr)
     return out
+
+
+def official_multistep(milestones, restarts, weights, gamma, base, steps, warmup_iter=-1):
+    """The official MultiStepLR_Restart get_lr with the same warm-up (the reference)."""
+    lr, out = base, []
+    for e in range(1, steps + 1):
+        if e in restarts:
+            lr = base * weights[restarts.index(e)]
+        elif e in milestones:
+            lr = lr * gamma ** milestones.count(e)
+        if e < warmup_iter:
+            lr = base / warmup_iter * e
+        out.append(lr)
+    return out
+
+
+@pytest.mark.parametrize(
+    "T_period, restarts, weights, warmup",
+    [
+        ([100], [], [], 10),  # the cosine continues from the warmed-up rate (0.9 lr0), not from lr0
+        ([50, 60], [20], [0.5], 30),  # a restart inside the warm-up: the warm-up wins until it ends
+        ([30, 870], [30], [1.0], 30),  # SAFA's recipe: the warm-up ends with a restart, which sets lr0 again
+        ([40, 40], [40], [1.0], 2),
+    ],
+)
+def test_cosine_with_warmup_equals_official_recursion(T_period, restarts, weights, warmup):
+    sched = CosineAnnealingLR_Restart(optimizer(), T_period, restarts, weights, eta_min=1e-7, warmup_iter=warmup)
+    steps = (max(restarts) if restarts else 0) + T_period[len(restarts)]  # to the end of the last period
+    ours = trajectory(sched, steps)
+    assert ours == pytest.approx(official_recursion(T_period, restarts, weights, 1e-7, 4e-4, steps, warmup), rel=1e-9)
+
+
+def test_multistep_with_warmup_equals_official_recursion():
+    args = ([3, 12, 12, 20], [15], [0.5], 0.5)
+    sched = MultiStepLR_Restart(optimizer(), milestones=args[0], restarts=args[1], weights=args[2], gamma=args[3],
+                                warmup_iter=6)  # fmt: skip
+    ours = trajectory(sched, 25)
+    assert ours == pytest.approx(official_multistep(*args, 4e-4, 25, 6), rel=1e-12)
+    assert ours[6] == pytest.approx(4e-4 * 5 / 6)  # after the warm-up, the last warm-up rate stays
 
 
 def test_cosine_equals_official_recursion_small():
@@ -115,7 +158,8 @@ def test_multistep_restart_and_warmup():
     warm = CosineAnnealingLR_Restart(optimizer(1.0), [100], eta_min=0.0, warmup_iter=4)
     lrs = trajectory(warm, 5)
     assert lrs[:3] == pytest.approx([0.25, 0.5, 0.75])
-    assert lrs[4] == pytest.approx((1 + math.cos(math.pi * 5 / 100)) / 2)
+    c = [1 + math.cos(math.pi * e / 100) for e in range(6)]
+    assert lrs[4] == pytest.approx(0.75 * c[5] / c[3])  # the recursion continues from the last warm-up rate
 
 
 def test_state_dict_round_trip_continues_exactly():

@@ -4,18 +4,22 @@ Both are computed in closed form from the step count (``last_epoch``), so that t
 alone and a resumed run continues exactly. With the "before" stepping order of Zooming Slow-Mo (the scheduler
 steps before the optimiser), iteration ``i`` (1-based) uses ``lr(i)``.
 
-``CosineAnnealingLR_Restart`` (``specs/models.md`` 2.8): with ``r`` the last restart <= e (0 at first, weight
-1) and ``T`` its period (``T_period[0]``, then ``T_period[k + 1]`` after restart ``k``)::
+The official schedulers are recursive: each step scales the previous step's learning rate, and a restart sets it
+to ``w_r * lr0``. The closed forms below are that recursion solved from its *anchor*: the last step whose rate
+was set outright, i.e. the last restart ``r`` <= e (0 at first, weight 1; rate ``w_r * lr0``) or, when it comes
+later, the last warm-up step ``W - 1`` (the official ``update_learning_rate`` overwrites the rate with
+``lr0 * e / W`` for ``e < W``, ``W = warmup_iter``; the recursion continues from ``lr0 (W - 1) / W``).
 
-    lr(e) = eta_min + (w_r * lr0 - eta_min) * (1 + cos(pi * (e - r) / T)) / 2
+``CosineAnnealingLR_Restart``: with ``T`` the period of ``r`` (``T_period[0]``, then ``T_period[k + 1]`` after
+restart ``k``), ``c(e) = 1 + cos(pi * (e - r) / T)`` and the anchor ``a`` with rate ``lr_a``::
 
-(the official recursion per step is numerically this for 0 <= e - r <= T; past the end of a period without a
+    lr(e) = eta_min + (lr_a - eta_min) * c(e) / c(a)
+
+which for the anchor ``r`` is ``eta_min + (w_r * lr0 - eta_min) * c(e) / 2`` (past the end of a period without a
 restart, which no official config reaches, the cosine simply continues here, while the official recursion's
-turn-around step uses the weight-1 amplitude). ``MultiStepLR_Restart``: ``lr0 * w_r * gamma ** m`` with
-``m`` the milestones in ``(r, e]``. Warm-up (``warmup_iter`` > 0, as the official ``update_learning_rate``):
-``lr0 * e / warmup_iter`` for ``e < warmup_iter``. Restarts listed out of order (TMNet stage 2's official
-``[500, 100, 1500]``) happen in time order, each with the period and weight of its place in the list, as the
-official recursion does.
+turn-around step uses the weight-1 amplitude). ``MultiStepLR_Restart``: ``lr_a * gamma ** m`` with ``m`` the
+milestones in ``(a, e]``. Restarts listed out of order (TMNet stage 2's official ``[500, 100, 1500]``) happen in
+time order, each with the period and weight of its place in the list, as the official recursion does.
 """
 
 from __future__ import annotations
@@ -72,6 +76,15 @@ class _RestartScheduler(LRScheduler):
         k = self._order[j - 1]
         return k + 1, self.restarts[k], self.restart_weights[k]
 
+    def _anchor(self, e: int) -> tuple[int, int, float]:
+        """(index of the current period, the anchor step a, its rate as a fraction of lr0): the last step <= e
+        whose rate the official code set outright (a restart, or the last warm-up step)."""
+        k, r, w = self._restart(e)
+        last_warm = self.warmup_iter - 1
+        if 1 <= last_warm < e and last_warm >= r:
+            return k, last_warm, last_warm / self.warmup_iter
+        return k, r, w
+
     def _lr(self, base: float, e: int) -> float:
         raise NotImplementedError
 
@@ -109,9 +122,16 @@ class CosineAnnealingLR_Restart(_RestartScheduler):
     def _lr(self, base: float, e: int) -> float:
         if e <= 0:
             return base
-        k, r, w = self._restart(e)
+        k, r, _ = self._restart(e)
+        _, a, fraction = self._anchor(e)
         period = self.T_period[k]
-        return self.eta_min + (w * base - self.eta_min) * (1 + math.cos(math.pi * (e - r) / period)) / 2
+
+        def c(step: int) -> float:
+            return 1 + math.cos(math.pi * (step - r) / period)
+
+        if c(a) <= 0:  # an anchor at the very end of a period: the recursion is undefined there, take the cosine
+            a, fraction = r, self._restart(e)[2]
+        return self.eta_min + (fraction * base - self.eta_min) * c(e) / c(a)
 
 
 @SCHEDULERS.register()
@@ -131,9 +151,9 @@ class MultiStepLR_Restart(_RestartScheduler):
         super().__init__(optimizer, restarts, weights, warmup_iter, last_epoch)
 
     def _lr(self, base: float, e: int) -> float:
-        _, r, w = self._restart(e)
-        passed = bisect.bisect_right(self.milestones, e) - bisect.bisect_right(self.milestones, r)
-        return base * w * self.gamma**passed
+        _, a, fraction = self._anchor(e)
+        passed = bisect.bisect_right(self.milestones, e) - bisect.bisect_right(self.milestones, a)
+        return base * fraction * self.gamma**passed
 
 
 def build_scheduler(optimizer: Optimizer, train: dict) -> LRScheduler:
