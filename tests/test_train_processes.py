@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,25 +63,57 @@ def assert_equals_uninterrupted_run(weights: dict[str, torch.Tensor], tmp_path: 
     assert all(torch.equal(weights[key], value) for key, value in straight.model.state_dict().items())
 
 
-def test_two_process_gloo_run_equals_one_process(tmp_path, data):
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Run the commands at once (the nodes of one job) and wait for all."""
+    procs = [
+        subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd in commands
+    ]
+    done = []
+    try:
+        for cmd, proc in zip(commands, procs):
+            out, err = proc.communicate(timeout=300)
+            done.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return done
+
+
+def _torchrun_commands(nodes: int, path: Path) -> list[list[str]]:
+    """``torchrun`` for 2 processes: one node with 2, or 2 "nodes" of 1 meeting by c10d rendezvous on localhost
+    (the multi-node command of docs/training.md, both nodes on this machine)."""
+    train = [str(TRAIN), "-opt", str(path), "--launcher", "pytorch"]
+    run = [sys.executable, "-m", "torch.distributed.run"]
+    if nodes == 1:
+        return [[*run, "--standalone", "--nproc_per_node=2", *train]]
+    rendezvous = ["--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+                  f"--rdzv-endpoint=127.0.0.1:{_free_port()}", f"--rdzv-id=stvsr-test-{os.getpid()}"]  # fmt: skip
+    return [[*run, *rendezvous, *train] for _ in range(nodes)]
+
+
+@pytest.mark.parametrize("nodes", [1, 2], ids=["1node_x2", "2nodes_x1"])
+def test_two_process_gloo_run_equals_one_process(tmp_path, data, nodes):
     """Total batch 4: one process takes 4 samples per step, each of the two takes 2 (the same 4: the epoch's
-    permutation is shared and each sample's augmentation is seeded by its place in it)."""
+    permutation is shared and each sample's augmentation is seeded by its place in it); the same with the two
+    processes on two "nodes" of one process each."""
     train = {"niter": 4, "T_period": [4], "restarts": None, "restart_weights": None}
     _, raw = base_options(tmp_path / "ddp", data, **train)
     raw["datasets"]["train"].update(batch_size=4, use_flip=True, use_rot=True)
     raw["logger"]["save_checkpoint_freq"] = 2
     path = write_options(tmp_path, raw)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN)]
-    run = subprocess.run(
-        [*cmd, "-opt", str(path), "--launcher", "pytorch"],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "x 2 process(es)" in run.stdout and run.stdout.count("Saved checkpoint") == 2  # rank 0 only
+    runs = _launch(_torchrun_commands(nodes, path))
+    for run in runs:
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    stdout = "".join(run.stdout for run in runs)
+    assert "x 2 process(es)" in stdout and stdout.count("Saved checkpoint") == 2  # rank 0 only
     distributed = final_weights(models_dir(tmp_path / "ddp"))
     state = torch.load(find_latest_checkpoint(models_dir(tmp_path / "ddp")), weights_only=True)
     assert len(state["rng_ranks"]) == 2
