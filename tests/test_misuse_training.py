@@ -13,8 +13,9 @@ import yaml
 
 from stvsr import options
 from stvsr.eval.model_setup import model_from_training_options
+from stvsr.train.cli import main
 from stvsr.train.experiment_lock import ExperimentLock
-from stvsr.train.trainer import Trainer, TrainingStopped, find_latest_checkpoint, main
+from stvsr.train.trainer import Trainer, TrainingStopped, find_latest_checkpoint
 from test_trainer import base_options, make_vimeo
 
 pytestmark = pytest.mark.usefixtures("one_thread")

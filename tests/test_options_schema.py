@@ -13,7 +13,7 @@ from stvsr.eval import cli as test_cli
 from stvsr.eval import vimeo_cli
 from stvsr.infer import cli as infer_cli
 from stvsr.schema import Key, OptionsError, validate
-from stvsr.train.trainer import main as train_main
+from stvsr.train.cli import main as train_main
 
 NET = {"which_model_G": "LunaTokis", "nf": 8, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 1}
 BASE = {

@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from stvsr import options
-from stvsr.train.trainer import Trainer, find_latest_checkpoint, main
+from stvsr.train.cli import main
+from stvsr.train.trainer import Trainer, find_latest_checkpoint
 from test_trainer import base_options, make_vimeo
 
 pytestmark = pytest.mark.usefixtures("one_thread")

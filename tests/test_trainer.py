@@ -11,7 +11,8 @@ import yaml
 
 from stvsr import options
 from stvsr.data.io import write_image
-from stvsr.train.trainer import Trainer, TrainingStopped, find_latest_checkpoint, main
+from stvsr.train.cli import main
+from stvsr.train.trainer import Trainer, TrainingStopped, find_latest_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -74,22 +74,30 @@ def is_training_options(opt: Mapping[str, Any]) -> bool:
 def model_from_training_options(path: str | Path) -> dict[str, Any]:
     """Test options naming the model of a training YAML or of a saved experiments/<name>/options.yml: its
     ``name``, ``scale`` and ``network_G``, and as weights the latest checkpoint of that experiment (else its
-    ``path.pretrain_model_G``). Test data, protocol and device come from the flags."""
+    ``path.pretrain_model_G``). Test data, protocol and device come from the flags.
+
+    A run's saved options are that run: its checkpoints are those in the folder that holds the file and carry
+    its ``run_id``, and the run's name is that folder's (an archived or copied experiment is itself, not the
+    experiment its ``name`` would give)."""
     from stvsr import options as options_mod
-    from stvsr.train.trainer import find_latest_checkpoint
+    from stvsr.model.checkpoints import latest_checkpoint_of_run
 
     try:
         opt = options_mod.load(path)
     except options_mod.OptionsError as exc:
         raise EvalError(f"-opt {exc}") from None
-    latest = find_latest_checkpoint(opt["path"]["models"])
+    saved_run = options_mod.is_saved_run(read_mapping(Path(path)))
+    try:
+        latest = latest_checkpoint_of_run(opt["path"]["models"], opt.get("run_id"))
+    except ValueError as exc:
+        raise EvalError(f"-opt {path}: {exc}") from None
     weights = str(latest) if latest is not None else opt["path"]["pretrain_model_G"]
     if latest is not None:
         logger.info("-opt %s: a training configuration; weights %s", path, latest)
     else:
         logger.info("-opt %s: a training configuration; no checkpoint in %s yet", path, opt["path"]["models"])
     return {
-        "name": opt["name"],
+        "name": Path(opt["path"]["experiments_root"]).name if saved_run else opt["name"],
         "scale": opt["scale"],
         "network_G": opt["network_G"],
         "path": {"pretrain_model_G": weights, "strict_load": opt["path"]["strict_load"]},

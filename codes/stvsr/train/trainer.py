@@ -1,4 +1,7 @@
-"""The training loop driven by validated options (:mod:`stvsr.options`): CPU or GPU, one process or many.
+"""The trainer, built from validated options (:mod:`stvsr.options`): CPU or GPU, one process or many. Its loop is
+one step per iteration followed by the periodic actions due at it (:mod:`stvsr.train.actions`: divergence guard,
+progress, log line, TensorBoard, validation, checkpoint, stop signals); ``python codes/train.py`` is
+:mod:`stvsr.train.cli`.
 
 Data flows one way: options -> ``stvsr.data.build_dataset`` / ``stvsr.archs.build_arch`` -> this loop ->
 checkpoints (one atomic file per save) -> validation with PSNR-Y (``stvsr.eval.metrics``).
@@ -19,10 +22,7 @@ checkpoints (one atomic file per save) -> validation with PSNR-Y (``stvsr.eval.m
   model's scale, the checkpoint to resume, free space for a checkpoint) is checked before the folder is made.
 - SIGINT, SIGTERM and SIGHUP: the current step is finished, a checkpoint written, and the run stops with the
   line that resumes it (:class:`stvsr.signals.DeferredStop`).
-- Checkpoint ``models/iter_<iteration>.pth``: ``params`` (the model's state_dict, which ``load_official`` and
-  ``codes/test.py`` read directly), ``params_ema`` (with ``train.ema_decay``), ``optimizer``, ``scheduler``,
-  ``scaler`` (fp16), ``iter``, ``epoch``, ``rng`` / ``rng_ranks`` (Python, NumPy, torch, CUDA of every process)
-  and the resolved ``options``; the last ``logger.keep_checkpoints`` are kept.
+- Checkpoints: the format of :mod:`stvsr.model.checkpoints`; the last ``logger.keep_checkpoints`` are kept.
 - Exact resume: the order and the augmentation draws of the samples are a function of ``(manual_seed, epoch,
   place in the epoch)`` (:mod:`stvsr.train.sampling`), so a resumed run starts inside the epoch where the
   saved one stopped without reading the skipped samples; with the RNG states restored, a resumed run equals
@@ -37,49 +37,65 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
+import fnmatch
 import functools
 import logging
-import logging.handlers
 import math
 import os
 import random
-import re
-import signal
-import sys
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stvsr import options as options_mod
+from stvsr.archs import build_arch
 from stvsr.atomic import atomic_path
-from stvsr.checkpoint import check_finite, compare
+from stvsr.checkpoint import check_finite, compare, load_official
+from stvsr.data import build_dataset
+from stvsr.data.demo import ensure_demo_data
 from stvsr.data.io import DataError
 from stvsr.device import resolve_device
-from stvsr.errors import StvsrError
-from stvsr.ops import check_offsets
+from stvsr.eval.metrics import calculate_psnr, quantize
+from stvsr.model.checkpoints import checkpoint_name, find_latest_checkpoint, list_checkpoints, read_training_checkpoint
 from stvsr.outputs import OutputError, check_writable_folder, describe_write_error, free_space
-from stvsr.signals import DeferredStop, ignore_stop_signals, raise_on_stop_signals, stop_exit_code, stop_name
+from stvsr.runner import ModelFacts, run_padded
+from stvsr.signals import DeferredStop, ignore_stop_signals
 
-from .distributed import DistInfo, barrier, gather_objects, init_distributed, shutdown, sum_over_ranks
+from .actions import (
+    Checkpointing,
+    DivergenceGuard,
+    LogLine,
+    PeriodicAction,
+    ProgressBar,
+    StepRecord,
+    StopCheck,
+    TensorBoardScalars,
+    TrainingInterrupted,
+    TrainingStopped,
+    Validation,
+)
+from .distributed import DistInfo, barrier, gather_objects, sum_over_ranks
 from .experiment_lock import ExperimentLock
+from .logs import attach_log_file, close_logging, log_root, open_tensorboard, quiet_logging, setup_logging
 from .losses import WeightedSum, build_losses
 from .optimizers import build_optimizer
+from .rng import get_rng_state, set_rng_state
 from .sampling import EpochSampler, SeededSamples
 from .schedulers import build_scheduler
 
-logger = logging.getLogger("stvsr.train")
-# The training console and log file hold the records of every stvsr module (data warnings, the model built, the
-# deformable offsets' divergence warning), not only the trainer's: the handlers go on the package's logger.
-log_root = logging.getLogger("stvsr")
+__all__ = ["Trainer", "TrainingInterrupted", "TrainingStopped", "find_latest_checkpoint"]
 
-CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
+logger = logging.getLogger("stvsr.train")
 
 
 def select_trainable(
@@ -93,7 +109,6 @@ def select_trainable(
     those matching a ``freeze`` pattern are frozen too. A pattern that matches no parameter is an error (a typo
     would otherwise silently train everything or nothing), and so is a selection that leaves nothing to train.
     """
-    import fnmatch
 
     def matches(pattern: str, name: str) -> bool:
         return fnmatch.fnmatchcase(name, pattern) if any(ch in pattern for ch in "*?[") else pattern in name
@@ -124,121 +139,12 @@ def select_trainable(
 
 def time_argument(model: torch.nn.Module, time: torch.Tensor) -> torch.Tensor:
     """A batch's time stamps (B, n), checked against the model: it must take them (``takes_time``, e.g. TMNet)."""
-    from stvsr.runner import ModelFacts
-
     if not ModelFacts.of(model).takes_time:
         raise ValueError(
             f"the samples carry time stamps ('time', e.g. datasets mode Adobe240) but {type(model).__name__} takes "
             f"none: use a model with forward(x, t) (TMNet) or a dataset without time stamps"
         )
     return time
-
-
-class TrainingStopped(StvsrError, RuntimeError):
-    """The run stopped on purpose (e.g. too many non-finite losses in a row); the message says why."""
-
-
-class TrainingInterrupted(StvsrError):
-    """SIGINT / SIGTERM / SIGHUP: the current step was finished and a checkpoint written; ``exit_code`` is 128 +
-    signal."""
-
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.signum = signum
-        self.exit_code = 128 + signum
-
-
-def get_rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    np_state = state["numpy"]
-    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def list_checkpoints(models_dir: str | os.PathLike) -> list[Path]:
-    """The trainer's checkpoints ``iter_<n>.pth`` in ``models_dir``, newest (highest iteration) first."""
-    folder = Path(models_dir)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CKPT_RE.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def find_latest_checkpoint(models_dir: str | os.PathLike) -> Path | None:
-    found = list_checkpoints(models_dir)
-    return found[0] if found else None
-
-
-def checkpoint_run_id(path: str | os.PathLike) -> str | None:
-    """The ``run_id`` a checkpoint of the trainer carries (None for older ones and other files); read lazily."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 -- a damaged file is reported by whoever loads its weights
-        return None
-    return str(state["run_id"]) if isinstance(state, dict) and state.get("run_id") else None
-
-
-def latest_checkpoint_of_run(models_dir: str | os.PathLike, run_id: str | None) -> Path | None:
-    """The newest checkpoint in ``models_dir``; with ``run_id``, it must belong to that run (older checkpoints
-    carry no id and are taken as they are): a folder whose newest checkpoint is another run's is a ValueError,
-    never silently another run's weights."""
-    latest = find_latest_checkpoint(models_dir)
-    if latest is None or run_id is None:
-        return latest
-    found = checkpoint_run_id(latest)
-    if found not in (None, run_id):
-        raise ValueError(
-            f"{latest} belongs to run {found}, not to run {run_id} of the options beside it: the folder holds "
-            f"another run's checkpoints; give the weights explicitly with --checkpoint"
-        )
-    return latest
-
-
-def _loads(path: Path) -> bool:
-    try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 -- any failure means: not usable
-        return False
-    return True
-
-
-def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint of the trainer, loaded; a damaged one (truncated, not a checkpoint) is one :class:`ValueError`
-    that names it and the newest intact checkpoint beside it, to resume from instead."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- torch's zip reader raises several kinds, with unhelpful texts
-        previous = next((p for p in list_checkpoints(path.parent) if p != path and _loads(p)), None)
-        offer = (
-            f"the previous checkpoint {previous.name} is intact: move {path.name} out of {path.parent} and run "
-            f"again with --auto_resume"
-            if previous is not None
-            else "no intact checkpoint is left beside it: start again without --auto_resume"
-        )
-        raise ValueError(
-            f"checkpoint {path} cannot be read (damaged or truncated, e.g. a save cut short: "
-            f"{type(exc).__name__}); {offer}"
-        ) from None
-    missing = [k for k in ("params", "optimizer", "scheduler", "iter", "epoch", "rng") if k not in state]
-    if not isinstance(state, dict) or missing:
-        raise ValueError(f"{path}: not a training checkpoint of stvsr (missing {', '.join(missing)})")
-    return state
 
 
 def _network_difference(saved: Any, current: dict[str, Any]) -> str:
@@ -278,46 +184,6 @@ def checkpoint_size_estimate(model: torch.nn.Module, ema: bool) -> int:
     file also holds the RNG states and the options: a few hundred kB more)."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return weights * (4 if ema else 3)
-
-
-def _setup_logging() -> list[logging.Handler]:
-    """The console, and a buffer that keeps the records until the experiment folder (and its log file) exists:
-    the folder is made only once every check has passed (:func:`_attach_log_file`)."""
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    buffer = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
-    for handler in (console, buffer):
-        log_root.addHandler(handler)
-    log_root.setLevel(logging.INFO)
-    log_root.propagate = False
-    return [console, buffer]
-
-
-def _attach_log_file(handlers: list[logging.Handler], log_dir: Path, name: str) -> None:
-    """A log file in the experiment folder, starting with the records buffered so far."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    file = logging.FileHandler(log_dir / f"train_{name}_{time.strftime('%Y%m%d_%H%M%S')}.log")
-    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    for buffer in [h for h in handlers if isinstance(h, logging.handlers.MemoryHandler)]:
-        buffer.setTarget(file)
-        buffer.flush()
-        log_root.removeHandler(buffer)
-        handlers.remove(buffer)
-        buffer.close()
-    log_root.addHandler(file)
-    handlers.append(file)
-
-
-def _tensorboard(log_dir: Path, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        import tensorboard  # noqa: F401
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        logger.info("TensorBoard logging off: the 'tensorboard' package is not installed (pip install tensorboard)")
-        return None
-    return SummaryWriter(log_dir=str(log_dir / "tb_logger"))
 
 
 class TrainingObjective(torch.nn.Module):
@@ -405,11 +271,7 @@ class Trainer:
         self.opt = opt
         self.dist = dist_info or DistInfo()
         self.exp_dir = Path(opt["path"]["experiments_root"])
-        if self.dist.is_main:
-            self._log_handlers = _setup_logging()
-        else:  # rank > 0: warnings and errors only
-            self._log_handlers = []
-            log_root.setLevel(logging.WARNING)
+        self._log_handlers = setup_logging() if self.dist.is_main else quiet_logging()
         self.models_dir = Path(opt["path"]["models"])
         self.tb = None
         self._lock: ExperimentLock | None = None
@@ -424,8 +286,8 @@ class Trainer:
                 self._check_free_space()
                 opt["run_id"] = self.run_id
                 self.exp_dir = options_mod.prepare_experiment(opt, resume=resume is not None)
-                _attach_log_file(self._log_handlers, self.exp_dir, opt["name"])
-                self.tb = _tensorboard(self.exp_dir, bool(opt.get("use_tb_logger", True)))
+                attach_log_file(self._log_handlers, self.exp_dir, opt["name"])
+                self.tb = open_tensorboard(self.exp_dir, bool(opt.get("use_tb_logger", True)))
             barrier(self.dist)
         except BaseException:
             self.close()
@@ -454,8 +316,6 @@ class Trainer:
         (LR size x scale = GT size, 2N-1 GT frames for N LR frames), so that a data mistake is found before the
         experiment folder is made and before hours of training, not at the first validation. The RNG states are
         restored afterwards: the check draws no number the run would have drawn."""
-        from stvsr.runner import ModelFacts
-
         upscale = ModelFacts.of(self.model).upscale
         rng = get_rng_state()
         try:
@@ -503,11 +363,7 @@ class Trainer:
             )
 
     def _build_data(self, opt: dict[str, Any]) -> None:
-        from stvsr.data import build_dataset
-
         if opt["path"].get("demo_data"):
-            from stvsr.data.demo import ensure_demo_data
-
             if self.dist.is_main:  # says so when it builds the set (first use), with progress bars
                 ensure_demo_data(opt["path"]["demo_data"], progress=True)
             barrier(self.dist)
@@ -542,9 +398,6 @@ class Trainer:
         self.val_set = build_dataset(vopt) if vopt and self.dist.is_main else None
 
     def _build_model(self, opt: dict[str, Any], resume: str | os.PathLike | None) -> None:
-        from stvsr.archs import build_arch
-        from stvsr.checkpoint import load_official
-
         tr = opt["train"]
         self.model = build_arch(opt["network_G"]).to(self.device)
         if tr["channels_last"]:
@@ -556,8 +409,6 @@ class Trainer:
             select_trainable(self.model, tr["trainable"], tr["freeze"])
         self.net = TrainingObjective(self.model)
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
             self.net = DistributedDataParallel(
                 self.net,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -620,7 +471,7 @@ class Trainer:
         except ValueError as exc:  # every process holds the same weights: all stop here
             raise TrainingStopped(f"{exc} Not saved; {self._last_checkpoint_line()}") from None
         rng_ranks = gather_objects(get_rng_state(), self.dist)
-        path = self.models_dir / f"iter_{self.iter:08d}.pth"
+        path = self.checkpoint_path(self.iter)
         problem = self._write_checkpoint(path, rng_ranks) if self.dist.is_main else None
         if sum_over_ranks(float(problem is not None), self.dist) > 0:
             problem = problem or "rank 0 could not write a checkpoint"
@@ -628,8 +479,7 @@ class Trainer:
         if not self.dist.is_main:
             return None
         keep = self.opt["logger"]["keep_checkpoints"]
-        found = sorted((int(m.group(1)), p) for p in self.models_dir.iterdir() if (m := CKPT_RE.match(p.name)))
-        for _, old in found[: max(len(found) - keep, 0)] if keep > 0 else []:
+        for old in list_checkpoints(self.models_dir)[keep:] if keep > 0 else []:
             old.unlink()
         logger.info("Saved checkpoint %s", path)
         return path
@@ -713,9 +563,6 @@ class Trainer:
         """Mean over validation samples of the mean PSNR-Y (dB) of their output frames (of ``net``, default
         :attr:`eval_model`); the first ``images`` samples' middle frames go to TensorBoard as
         [bicubic baseline | output | GT]."""
-        from stvsr.eval.metrics import calculate_psnr, quantize
-        from stvsr.runner import ModelFacts
-
         model = self.eval_model if net is None else net
         upscale = ModelFacts.of(model).upscale
         was_training = model.training
@@ -741,8 +588,6 @@ class Trainer:
         """``model`` on one sample's LR frames, zero-padded to its size multiple and cropped back to ``size``
         (:func:`stvsr.runner.run_padded`); with the sample's time stamps ``time`` (n,) when it carries them
         (``model(lqs, time)``, e.g. TMNet)."""
-        from stvsr.runner import ModelFacts, run_padded
-
         args = () if time is None else (time_argument(model, time[None]).to(self.device),)
         facts = ModelFacts.of(model)
         with self._autocast():
@@ -752,13 +597,9 @@ class Trainer:
     @functools.cached_property
     def _bicubic(self) -> torch.nn.Module:
         """The trivial baseline (bicubic x4, intermediate frames the mean of their neighbours), built once."""
-        from stvsr.archs import build_arch
-
         return build_arch({"which_model_G": "bicubic"}).to(self.device)
 
     def _log_triplet(self, sample: dict[str, Any], out_np: np.ndarray, gt_np: np.ndarray) -> None:
-        from stvsr.eval.metrics import quantize
-
         middle = out_np.shape[0] // 2
         bicubic = self._predict(self._bicubic, sample["LQs"], sample["GT"].shape[-2:], sample.get("time"))
         base = quantize(bicubic[middle].float().cpu().permute(1, 2, 0).numpy())
@@ -813,115 +654,93 @@ class Trainer:
         return value, None
 
     def train(self, stop_at: int | None = None) -> dict[str, Any]:
-        """Train until ``train.niter`` (or ``stop_at``); returns the last loss and validation PSNR."""
-        from tqdm import tqdm
-
-        tr, log_opt = self.opt["train"], self.opt["logger"]
-        end = min(tr["niter"], stop_at) if stop_at is not None else tr["niter"]
+        """Train until ``train.niter`` (or ``stop_at``); returns the iteration, the last loss and the last validation
+        PSNR-Y. Each iteration is one step, then the periodic actions due at it (:meth:`actions`)."""
+        end = min(self.opt["train"]["niter"], stop_at) if stop_at is not None else self.opt["train"]["niter"]
         self.net.train()
         logger.info(
             "Training %s on %s x %d process(es): %d samples, batch %d, %d iterations/epoch, iterations %d -> %d",
-            self.opt["name"],
-            self.device,
-            self.dist.world_size,
-            len(self.train_set),
-            self.batch_size,
-            self.iters_per_epoch,
-            self.iter,
-            end,
-        )
-        bad, last_loss, last_psnr = 0, float("nan"), None
+            self.opt["name"], self.device, self.dist.world_size, len(self.train_set), self.batch_size,
+            self.iters_per_epoch, self.iter, end,
+        )  # fmt: skip
+        stop = DeferredStop()
+        with self._console(end) as bar:
+            actions = self.actions(end, bar, stop)
+            stop.install()
+            try:
+                for batch, started, data_seconds in self._batches(end):
+                    record = self._iteration(batch, started, data_seconds)
+                    for action in actions:
+                        if action.due(record.iteration, end):
+                            action(record)
+            finally:
+                stop.restore()
+        guard, validation = actions[0], next(a for a in actions if isinstance(a, Validation))
+        return {"iter": self.iter, "loss": guard.last_loss, "psnr_y": validation.last_psnr}
+
+    def actions(self, end: int, bar: Any, stop: DeferredStop) -> list[PeriodicAction]:
+        """What happens after each step, in order (:mod:`stvsr.train.actions`); the divergence guard first."""
+        tr, log_opt = self.opt["train"], self.opt["logger"]
+        checkpointing = Checkpointing(log_opt["save_checkpoint_freq"], self)
+        val_freq = tr["val_freq"] if self.val_set is not None else None
+        actions = [
+            DivergenceGuard(tr["max_bad_steps"], self.models_dir),
+            ProgressBar(bar),
+            LogLine(log_opt["print_freq"], end, self),
+            *([TensorBoardScalars(self.tb)] if self.tb is not None else []),
+            Validation(val_freq, self, log_opt["val_images"]),
+            checkpointing,
+            StopCheck(stop, self, checkpointing),
+        ]
+        return actions
+
+    @contextlib.contextmanager
+    def _console(self, end: int) -> Iterator[Any]:
+        """The progress bar (rank 0, on a terminal), log lines written above it; TensorBoard flushed at the end."""
         bar = tqdm(
             total=end, initial=self.iter, desc="train", dynamic_ncols=True, disable=None if self.dist.is_main else True
         )
-        before = tr["scheduler_order"] == "before"
-        window = {"iters": 0, "time": 0.0, "data": 0.0}  # since the last console line: for s/it and the ETA
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        stop = DeferredStop()
-        redirect = logging_redirect_tqdm(loggers=[log_root])  # log lines above the bar (tqdm.write), not glued to it
         try:
-            stop.install()
-            redirect.__enter__()
-            while self.iter < end:
-                in_epoch = self.iter - self.epoch * self.iters_per_epoch
-                if in_epoch >= self.iters_per_epoch:
-                    self.epoch += 1
-                    in_epoch = 0
-                self.sampler.set_epoch(self.epoch, in_epoch * (self.batch_size // self.dist.world_size))
-                t_data = time.perf_counter()
-                for batch in self.loader:
-                    data_time = time.perf_counter() - t_data
-                    self.iter += 1
-                    with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-                        if before:
-                            self.scheduler.step()
-                        lr = self.optimizer.param_groups[0]["lr"]
-                        loss, skipped = self._step(batch)
-                        if not before:
-                            self.scheduler.step()
-                    if skipped is not None:
-                        bad += 1
-                        logger.warning("Iteration %d: %s, step skipped", self.iter, skipped)
-                        if bad >= tr["max_bad_steps"]:
-                            raise TrainingStopped(
-                                f"{bad} steps in a row skipped for a non-finite loss or gradient "
-                                f"(train.max_bad_steps={tr['max_bad_steps']}), the last for a {skipped}, "
-                                f"at iteration {self.iter}; stopped. The last good checkpoint is in "
-                                f"{self.models_dir}. Lower train.lr_G, set train.grad_clip or check the data."
-                            )
-                    else:
-                        bad, last_loss = 0, loss
-                    iter_time = time.perf_counter() - t_data
-                    window["iters"] += 1
-                    window["time"] += iter_time
-                    window["data"] += data_time
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.3g}", epoch=self.epoch)
-                    if self.iter % log_opt["print_freq"] == 0:
-                        per_iter = window["time"] / window["iters"]
-                        eta = datetime.timedelta(seconds=round(per_iter * (end - self.iter)))
-                        logger.info(
-                            "<epoch:%3d, iter:%8d, lr:%.3e> loss: %.4e  time: %.3f s/it (data %.3f s), eta %s",
-                            self.epoch,
-                            self.iter,
-                            lr,
-                            loss,
-                            per_iter,
-                            window["data"] / window["iters"],
-                            eta,
-                        )
-                        window = {"iters": 0, "time": 0.0, "data": 0.0}
-                        check_offsets(self.model)  # deformable offsets blowing up (also under torch.compile)
-                    if self.tb is not None:
-                        self.tb.add_scalar("loss", loss, self.iter)
-                        self.tb.add_scalar("lr", lr, self.iter)
-                        self.tb.add_scalar("time/iter", iter_time, self.iter)
-                        self.tb.add_scalar("time/data", data_time, self.iter)
-                    if self.val_set is not None and tr["val_freq"] and self.iter % tr["val_freq"] == 0:
-                        last_psnr = self._validate_or_save(log_opt["val_images"])
-                        logger.info("Iteration %d: validation PSNR-Y %.4f dB", self.iter, last_psnr)
-                        if self.tb is not None:
-                            self.tb.add_scalar("val/psnr_y", last_psnr, self.iter)
-                    saved = self.iter % log_opt["save_checkpoint_freq"] == 0 or self.iter == end
-                    if saved:
-                        self.save_checkpoint()
-                    if self._stop_requested(stop):
-                        self._interrupted(stop, saved)
-                    if self.iter >= end:
-                        break
-                    t_data = time.perf_counter()
+            with logging_redirect_tqdm(loggers=[log_root]):  # log lines above the bar (tqdm.write), not glued to it
+                yield bar
         finally:
-            with contextlib.suppress(Exception):
-                redirect.__exit__(None, None, None)
-            stop.restore()
             bar.close()
             if self.tb is not None:
                 self.tb.flush()
-        return {"iter": self.iter, "loss": last_loss, "psnr_y": last_psnr}
 
-    def _validate_or_save(self, images: int) -> float:
+    def _batches(self, end: int) -> Iterator[tuple[dict[str, Any], float, float]]:
+        """The batches of iterations ``self.iter + 1 .. end``, epoch after epoch, each with the time its iteration
+        started (before waiting for the batch) and the seconds spent waiting."""
+        while self.iter < end:
+            in_epoch = self.iter - self.epoch * self.iters_per_epoch
+            if in_epoch >= self.iters_per_epoch:
+                self.epoch += 1
+                in_epoch = 0
+            self.sampler.set_epoch(self.epoch, in_epoch * (self.batch_size // self.dist.world_size))
+            started = time.perf_counter()
+            for batch in self.loader:
+                yield batch, started, time.perf_counter() - started
+                if self.iter >= end:
+                    return
+                started = time.perf_counter()
+
+    def _iteration(self, batch: dict[str, Any], started: float, data_seconds: float) -> StepRecord:
+        """Advance the iteration count and the scheduler (before or after the step, ``train.scheduler_order``), and
+        take one step."""
+        self.iter += 1
+        before = self.opt["train"]["scheduler_order"] == "before"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            if before:
+                self.scheduler.step()
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss, skipped = self._step(batch)
+            if not before:
+                self.scheduler.step()
+        seconds = time.perf_counter() - started
+        return StepRecord(self.iter, self.epoch, lr, loss, skipped, seconds, data_seconds)
+
+    def validate_or_save(self, images: int) -> float:
         """:meth:`validate` during training; when the validation data fails (a frame that does not decode, a size
         that does not fit), the training since the last checkpoint is saved before the run stops."""
         try:
@@ -933,24 +752,12 @@ class Trainer:
                 f"and continue with --auto_resume"
             ) from None
 
-    def _stop_requested(self, stop: DeferredStop) -> bool:
-        """Whether a stop signal arrived (in any process: all must stop after the same step)."""
-        return sum_over_ranks(float(stop.signum is not None), self.dist) > 0
+    def any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` holds in any process (all processes call it: a collective under torchrun)."""
+        return sum_over_ranks(float(flag), self.dist) > 0
 
-    def _interrupted(self, stop: DeferredStop, saved: bool) -> None:
-        """Save (unless this step just did; every process takes part) and raise :class:`TrainingInterrupted` with
-        the line on how to resume."""
-        signum = stop.signum if stop.signum is not None else signal.SIGTERM
-        if not saved:
-            self.save_checkpoint()
-        saved = self.models_dir / f"iter_{self.iter:08d}.pth"
-        options_file = self.opt["path"].get("options_file") or "<options.yml>"
-        resume = f"python codes/train.py -opt {options_file} --auto_resume"
-        raise TrainingInterrupted(
-            signum,
-            f"{signal.Signals(signum).name}: stopped after iteration {self.iter}, checkpoint "
-            f"{saved}; to continue: {resume}",
-        )
+    def checkpoint_path(self, iteration: int) -> Path:
+        return self.models_dir / checkpoint_name(iteration)
 
     def report(self, result: dict[str, Any]) -> None:
         """Log the final validation PSNR-Y of the model next to the bicubic baseline's (rank 0, with a val set)."""
@@ -974,106 +781,4 @@ class Trainer:
             self.tb.close()
         if self._lock is not None:
             self._lock.release()
-        for handler in self._log_handlers:
-            log_root.removeHandler(handler)
-            handler.close()
-        log_root.setLevel(logging.NOTSET)  # as before the run (records propagate to the application's handlers)
-        log_root.propagate = True
-
-
-def _one_message(exc: BaseException) -> str:
-    """The user's message of ``exc``; for one re-raised from a DataLoader worker (whose text holds the worker's
-    traceback), its last line without the exception's class name."""
-    text = str(exc)
-    if "Original Traceback" not in text:
-        return text
-    last = [line for line in text.strip().splitlines() if line.strip()][-1]
-    return re.sub(r"^[\w.]+(Error|Exception): ", "", last.strip())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python codes/train.py -opt options/train/train_zsm.yml [--set train.lr_G=1e-4] [--auto_resume]``;
-    ``torchrun --nproc_per_node=N codes/train.py -opt ... --launcher pytorch`` for several processes."""
-    import argparse
-
-    p = argparse.ArgumentParser(description="Train a space-time video super-resolution model from a YAML file.")
-    p.add_argument("-opt", "--opt", required=True, help="YAML options (options/train/*.yml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an option, value parsed as YAML (repeatable): --set train.lr_G=1e-4",
-    )
-    p.add_argument(
-        "--auto_resume",
-        "--auto-resume",
-        action="store_true",
-        help="resume from the latest checkpoint of the experiment, if any",
-    )
-    p.add_argument(
-        "--launcher",
-        choices=["none", "pytorch"],
-        default="none",
-        help="'pytorch': one of several processes started by torchrun (DistributedDataParallel)",
-    )
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    try:
-        opt = options_mod.load(args.opt, args.overrides)
-    except options_mod.OptionsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        use_cuda = _resolve_device(opt.get("device", "auto"), DistInfo()).type == "cuda"
-        dist_info = init_distributed(args.launcher, args.local_rank, use_cuda)
-    except (RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    opt["dist"] = dist_info.enabled
-    resume = "auto" if args.auto_resume else None
-    if resume == "auto" and find_latest_checkpoint(opt["path"]["models"]) is None:
-        resume = None
-    with raise_on_stop_signals():  # before the loop (data, model, checks): a stop signal ends the run cleanly
-        try:
-            trainer = Trainer(opt, resume=resume, dist_info=dist_info)
-        except (StvsrError, ValueError, RuntimeError, OSError) as exc:  # data, checkpoint, lock, free space
-            print(f"error: {_one_message(exc)}", file=sys.stderr)
-            shutdown(dist_info)
-            return 2
-        except KeyboardInterrupt as exc:
-            print(f"{stop_name(exc)}: stopped before training started (no checkpoint written)", file=sys.stderr)
-            shutdown(dist_info)
-            return stop_exit_code(exc)
-        return _run(trainer, dist_info)
-
-
-def _run(trainer: Trainer, dist_info: DistInfo) -> int:
-    """Train, report, and turn every way the run can end into its log line and exit code."""
-    try:
-        result = trainer.train()
-        if math.isnan(result["loss"]):
-            logger.info("Done: iteration %d (no step taken in this run)", result["iter"])
-        else:
-            logger.info("Done: iteration %d, last loss %.4e", result["iter"], result["loss"])
-        trainer.report(result)
-    except TrainingStopped as exc:
-        logger.error("%s", exc)
-        return 1
-    except TrainingInterrupted as exc:
-        logger.warning("%s", exc)
-        return exc.exit_code
-    except KeyboardInterrupt as exc:
-        logger.warning(
-            "%s: stopped at once; checkpoints so far are in %s; continue with --auto_resume",
-            stop_name(exc), trainer.models_dir,
-        )  # fmt: skip
-        return stop_exit_code(exc)
-    except DataError as exc:  # found while reading a sample (e.g. a corrupt LMDB value, a frame that fails to decode)
-        logger.error("error at iteration %d: %s", trainer.iter, _one_message(exc))
-        return 2
-    finally:
-        trainer.close()
-        shutdown(dist_info)
-    return 0
+        close_logging(self._log_handlers)

@@ -1,0 +1,2 @@
+"""The model layer, below training, evaluation and inference: the training checkpoint format
+(:mod:`stvsr.model.checkpoints`)."""
