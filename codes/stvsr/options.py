@@ -48,6 +48,7 @@ OPT_STR, OPT_LIST, OPT_INT, OPT_FLOAT = (str, NONE), (list, NONE), (int, NONE), 
 SCHEMA: dict[str, Any] = {
     "name": Key(str, required=True, help="the experiment: experiments/<name>/"),
     "run_id": Key(OPT_STR, help="written by the trainer: the run these options and their checkpoints belong to"),
+    "ignored_options": Key(OPT_LIST, help="set when validated: the keys given that have no effect here"),
     "use_tb_logger": Key(bool, True),
     "model": Key(str, "VideoSR_base"),
     "distortion": Key(str, "sr"),
@@ -111,6 +112,25 @@ SCHEMA: dict[str, Any] = {
 
 # keys that validate() derives and writes into experiments/<name>/options.yml: read back, they are derived again
 DERIVED_PATH_KEYS = ("models", "log", "options_file")
+# keys of the official configs that have no effect here (accepted so that those files load; listed in the log)
+NO_EFFECT = ("model", "distortion", "gpu_ids", "dist", "train.ft_tsa_only")
+
+
+def _given_without_effect(raw: Mapping[str, Any]) -> list[str]:
+    """The keys of :data:`NO_EFFECT` and the architecture's ignored ``network_G`` keys that ``raw`` gives."""
+    from stvsr.archs import ARCHS
+
+    given = []
+    for dotted in NO_EFFECT:
+        section, _, key = dotted.rpartition(".")
+        block = raw.get(section) if section else raw
+        if isinstance(block, Mapping) and key in block:
+            given.append(dotted)
+    net = raw.get("network_G")
+    if isinstance(net, Mapping) and str(net.get("which_model_G")) in ARCHS:
+        cls = ARCHS.get(str(net["which_model_G"]))
+        given += [f"network_G.{key}" for key in cls.config_ignored if key in net]
+    return given
 
 
 def _check_network(net: Mapping[str, Any], problems: list[str]) -> None:
@@ -264,6 +284,7 @@ def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = No
     if problems:
         raise OptionsError(problems=problems)
     _resolve(opt, classes, loss_classes, options_file)
+    opt["ignored_options"] = _given_without_effect(raw)
     return opt
 
 

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from stvsr.runner import SpaceScale
+
 __all__ = ["Criterion", "StvsrArch"]
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -27,7 +29,10 @@ class StvsrArch(nn.Module):
     Facts (class attributes; an instance attribute where a setting changes them):
 
     - ``size_divisor``: LR height and width must be multiples of it (the runner pads);
-    - ``upscale``: the spatial factor ``s``;
+    - ``upscale``: the spatial factor ``s`` of the common contract above;
+    - ``space_scale``: every spatial factor the model makes (:class:`stvsr.runner.SpaceScale`); by default exactly
+      ``upscale``; a continuous model declares its range and the range it was trained on. A run reconciles it
+      with the options, the data and the protocol in one place (:func:`stvsr.runner.reconcile_scale`);
     - ``input_frames``: the exact number of LR frames per call, or None for any N >= 2 (RSTT: ``num_frames``);
     - ``supports_time_factor``: ``forward_times(lqs, k)`` gives the frames at t = j/k between each pair
       (``stvsr-infer --time-factor``);
@@ -56,6 +61,10 @@ class StvsrArch(nn.Module):
     config_hidden: ClassVar[tuple[str, ...]] = ()
     config_required: ClassVar[tuple[str, ...]] = ()
     config_ignored: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def space_scale(self) -> SpaceScale:
+        return SpaceScale(fixed=self.upscale)
 
     @classmethod
     def config_keys(cls) -> dict[str, str]:

@@ -5,7 +5,8 @@ validation during training and the benchmarks call it. It takes tensors, callabl
 - :mod:`stvsr.runner.windows`: which frames each call sees (:func:`window_starts`, :func:`stream_windows`);
 - :mod:`stvsr.runner.forward`: :class:`ModelFacts`, padding, self-ensemble, :func:`window_forward` (any number
   of windows at once, as a batch);
-- :mod:`stvsr.runner.tiling`: overlapping spatial tiles, blended.
+- :mod:`stvsr.runner.tiling`: overlapping spatial tiles, blended;
+- :mod:`stvsr.runner.scale`: the spatial factors a model makes, and the one place a run reconciles its scale.
 
 Imports torch only (no data, training or evaluation code).
 """
@@ -22,6 +23,7 @@ from .forward import (
     time_factor_forward,
     window_forward,
 )
+from .scale import ScaleMismatchError, SpaceScale, reconcile_scale
 from .tiling import DEFAULT_OVERLAP, tile_starts, tiled_forward
 from .windows import stream_windows, window_starts
 
@@ -29,8 +31,11 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "PAD_MODES",
     "ModelFacts",
+    "ScaleMismatchError",
+    "SpaceScale",
     "crop_output",
     "pad_frames",
+    "reconcile_scale",
     "run_padded",
     "self_ensemble",
     "stream_windows",

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .scale import SpaceScale
 from .tiling import DEFAULT_OVERLAP, tiled_forward
 
 PAD_MODES = ("zero", "replicate")
@@ -31,7 +32,8 @@ class ModelFacts:
     """A model's facts as the runner uses them.
 
     ``size_multiple``: LR height and width must be multiples of it (the runner pads); ``upscale``: the spatial
-    factor; ``input_frames``: the exact number of LR frames per call, or None for any N >= 2 (RSTT takes 4);
+    factor of the common contract; ``space_scale``: every factor the model makes (:class:`SpaceScale`);
+    ``input_frames``: the exact number of LR frames per call, or None for any N >= 2 (RSTT takes 4);
     ``supports_time_factor``: ``forward_times(lqs, k)`` exists; ``takes_time``: ``forward(lqs, t)`` takes time
     stamps (B, n).
     """
@@ -41,17 +43,25 @@ class ModelFacts:
     input_frames: int | None = None
     supports_time_factor: bool = False
     takes_time: bool = False
+    space_scale: SpaceScale | None = None  # None: exactly ``upscale``
+
+    @property
+    def scales(self) -> SpaceScale:
+        return self.space_scale if self.space_scale is not None else SpaceScale(fixed=self.upscale)
 
     @classmethod
     def of(cls, model: Any) -> ModelFacts:
         """The facts an architecture declares (class attributes, or instance ones where settings change them)."""
         default = cls()
+        upscale = int(getattr(model, "upscale", default.upscale))
+        space = getattr(model, "space_scale", None)
         return cls(
             size_multiple=int(getattr(model, "size_divisor", default.size_multiple)),
-            upscale=int(getattr(model, "upscale", default.upscale)),
+            upscale=upscale,
             input_frames=getattr(model, "input_frames", default.input_frames),
             supports_time_factor=bool(getattr(model, "supports_time_factor", default.supports_time_factor)),
             takes_time=bool(getattr(model, "takes_time", default.takes_time)),
+            space_scale=None if space == SpaceScale(fixed=upscale) else space,  # None: exactly upscale
         )
 
 

@@ -68,7 +68,7 @@ from stvsr.device import resolve_device
 from stvsr.eval.metrics import calculate_psnr, quantize
 from stvsr.model.checkpoints import checkpoint_name, find_latest_checkpoint, list_checkpoints, read_training_checkpoint
 from stvsr.outputs import OutputError, check_writable_folder, describe_write_error, free_space
-from stvsr.runner import ModelFacts, run_padded
+from stvsr.runner import ModelFacts, reconcile_scale, run_padded
 from stvsr.signals import DeferredStop, ignore_stop_signals
 
 from .actions import (
@@ -302,8 +302,12 @@ class Trainer:
         random.seed(self.seed)
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
+        if opt.get("ignored_options"):
+            logger.info("Options with no effect here (accepted so that official configs load): %s",
+                        ", ".join(opt["ignored_options"]))  # fmt: skip
         self._build_data(opt)
         self._build_model(opt, resume)
+        self.scale = self._reconcile_scale()
         self._check_samples()
         self.iter = 0
         self.epoch = 0
@@ -316,16 +320,23 @@ class Trainer:
         (LR size x scale = GT size, 2N-1 GT frames for N LR frames), so that a data mistake is found before the
         experiment folder is made and before hours of training, not at the first validation. The RNG states are
         restored afterwards: the check draws no number the run would have drawn."""
-        upscale = ModelFacts.of(self.model).upscale
         rng = get_rng_state()
         try:
             samples = [("datasets.train", self.train_set[0])]
             if self.val_set is not None and len(self.val_set):
                 samples.append(("datasets.val", self.val_set[0]))
             for where, sample in samples:
-                _check_sample(sample, upscale, where, type(self.model).__name__)
+                _check_sample(sample, self.scale, where, type(self.model).__name__)
         finally:
             set_rng_state(rng)
+
+    def _reconcile_scale(self) -> int:
+        """The run's one spatial factor: the options' ``scale``, the datasets' and the model's agree
+        (:func:`stvsr.runner.reconcile_scale`), or one error lists them."""
+        named = {"scale": self.opt["scale"], "datasets.train.scale": getattr(self.train_set, "scale", None)}
+        if self.val_set is not None:
+            named["datasets.val.scale"] = getattr(self.val_set, "scale", None)
+        return int(reconcile_scale(ModelFacts.of(self.model).scales, type(self.model).__name__, **named))
 
     def _check_free_space(self) -> None:
         """Refuse a run whose file system cannot hold one checkpoint; warn when it cannot hold those to keep."""
@@ -451,7 +462,7 @@ class Trainer:
             "options": self.opt,
             # what the weights are: codes/test.py, test_vimeo.py and stvsr-infer rebuild the model from these
             "network_G": self.opt["network_G"],
-            "scale": self.opt["scale"],
+            "scale": self.scale,
             "run_id": self.run_id,  # the run of experiments/<name>/options.yml these weights belong to
         }
         if rng_ranks is not None and len(rng_ranks) > 1:
