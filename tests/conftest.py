@@ -1,7 +1,7 @@
 """Shared fixtures: backend parametrisation that skips, with the reason, what does not work here.
 
 Tests marked ``ext`` need the compiled extension; they are skipped (saying why) where it cannot be
-built. Its first use in a session compiles it, which takes 30-60 s once and is cached.
+built. Its first use in a session compiles it (once; the build is cached).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def skip_unless_available(backend: str) -> None:
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module of tiny-shape tests: they gain nothing from a second thread, and on a busy
-    2-core machine two spinning OpenMP threads made them 10-20x slower (measured: 163 s instead of 7 s)."""
+    2-core machine two spinning OpenMP threads make them many times slower."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -85,8 +85,8 @@ def window_attention(
         bias = bias.unsqueeze(0) + mask.to(bias.dtype).unsqueeze(1)  # nW, heads, N1, N2
     bias = bias.reshape(1, nw * heads, n1, n2).to(q.dtype)
     # The windows of one image are folded into the head dimension so that bias and mask broadcast over the
-    # batch. Fused attention is much faster for inference; for training on CPU its backward is slower than (and,
-    # under CPU contention, far more erratic than) the plain formula, which computes the same thing.
+    # batch. Fused attention serves inference; training on CPU uses the plain formula (the same computation),
+    # whose backward there is faster and steadier than the fused kernel's.
     q = q.reshape(bw // nw, nw * heads, n1, -1)
     k, v = (t.reshape(bw // nw, nw * heads, n2, -1) for t in (k, v))
     if q.device.type == "cpu" and torch.is_grad_enabled():

@@ -137,8 +137,8 @@ _FAR = 5.0
 
 
 # glibc serves every allocation above 32 MB (its largest mmap threshold) with a fresh mapping, whose
-# first touch costs a page fault per 4 kB page: writing the 60 MB of samples at 144x180 took 20 ms that
-# way and 5 ms in transparent huge pages. The extension asks for them the same way (``madvise``).
+# first touch costs a page fault per 4 kB page; in transparent huge pages it costs one per 2 MB
+# (docs/benchmarks.md has the measurement). The extension asks for them the same way (``madvise``).
 _FRESH_MAPPING_BYTES = 32 << 20
 _HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14
