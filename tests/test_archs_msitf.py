@@ -1,5 +1,6 @@
-"""MSITF (Net): exact keys and counts, checkpoint loading, contract (any size), the trilinear residual base,
-the Swin-V2 attention, equivalence with a forward written from the spec, training, DCN backends."""
+"""MSITF (Net): buffers and DCNs of the official model (keys and counts: test_archs_facts), checkpoint loading,
+contract (any size), the trilinear residual base, the Swin-V2 attention, equivalence with a forward written from the
+spec (zsm_reference with MSITF's Swin body), training, DCN backends."""
 
 from __future__ import annotations
 
@@ -13,13 +14,23 @@ import torch
 import torch.nn.functional as F
 
 from conftest import skip_unless_available
-from spec_keys import key_list, read_keys
-from stvsr.archs import ARCHS, build_arch, count_parameters
+from spec_keys import key_list
+from stvsr.archs import build_arch
 from stvsr.archs.msitf import MSITF, trilinear_base
 from stvsr.archs.swin import shifted_window_mask, window_partition, window_reverse
 from stvsr.archs.swinv2 import SwinV2Block, WindowAttentionV2, relative_coords_table
 from stvsr.checkpoint import load_official
 from stvsr.ops.modules import DCNSepBounded
+from zsm_reference import (
+    assert_matches_reference,
+    bilstm_reference,
+    frame_levels,
+    lrelu,
+    msitf_pcd_reference,
+    pair_sequence,
+    perturb,
+    upsample_reference,
+)
 
 OFFICIAL = {"which_model_G": "Net", "nf": 64, "nframes": 7, "groups": 8, "front_RBs": 5, "back_RBs": 40}
 TINY = {"which_model_G": "msitf", "nf": 16, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 0,
@@ -35,32 +46,21 @@ def tiny(seed: int = 0, **overrides) -> MSITF:
 
 def _perturb(model: torch.nn.Module, std: float = 0.05) -> None:
     """Non-zero offset convs and q/v biases, so that every path is exercised (they are zero at init)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "conv_offset" in name or name.endswith(("q_bias", "v_bias")):
-                p.normal_(0, std)
+    perturb(model, std, suffixes=("q_bias", "v_bias"))
 
 
 # ----------------------------------------------------------------------------- official model: keys, init
 
 
-def test_official_settings_keys_shapes_buffers_and_count():
+def test_official_buffers_positional_construction_and_dcns():
+    """What test_archs_facts' table does not say: buffer dtypes, Net(64, 7, 8, 5, 40), the bounded DCNs."""
     model = build_arch(OFFICIAL)
-    assert isinstance(model, MSITF)
-    mine, expected = key_list(model), read_keys("msitf")
-    missing, extra = sorted(set(expected) - set(mine)), sorted(set(mine) - set(expected))
-    assert not missing and not extra, f"missing {missing[:5]}, extra {extra[:5]}"
-    assert mine == expected and len(mine) == 432  # same order too (the official state_dict's)
-    assert count_parameters(model) == 5_585_611
     state = model.state_dict()  # the persistent buffers (the DCN modules' offset monitors are not saved)
     buffers = {k: v for k, v in model.named_buffers() if k in state}
-    assert len(buffers) == 30 and sum(v.numel() for v in buffers.values()) == 447_768
     assert all(v.dtype == torch.int64 for k, v in buffers.items() if k.endswith("relative_position_index"))
     assert all(v.dtype == torch.float32 for k, v in buffers.items() if not k.endswith("relative_position_index"))
-    assert all(p.requires_grad for p in model.parameters())
-    assert model.size_divisor == 1 and model.upscale == 4
     # the official positional construction Net(64, 7, 8, 5, 40) is the same model
-    assert key_list(MSITF(64, 7, 8, 5, 40)) == mine
+    assert key_list(MSITF(64, 7, 8, 5, 40)) == key_list(model)
     dcns = [m for m in model.modules() if isinstance(m, DCNSepBounded)]
     assert len(dcns) == 9 and all(d.offset_bound == 10 and d.deformable_groups == 8 for d in dcns)
 
@@ -216,43 +216,6 @@ def test_window_attention_v2_equals_the_textbook_formula():
 # ----------------------------------------------------------------------------- forward written from the spec
 
 
-def _lrelu(x):
-    return F.leaky_relu(x, 0.1)
-
-
-def _up(x):
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-
-
-def _pyr(module, l1):
-    l2 = _lrelu(module.fea_L2_conv2(_lrelu(module.fea_L2_conv1(l1))))
-    return l2, _lrelu(module.fea_L3_conv2(_lrelu(module.fea_L3_conv1(l2))))
-
-
-def _pcd_reference(pcd, fea1, fea2):
-    """MSITF's single-branch PCD_Align (spec 6.3 step 3): deforms (fea1 + fea1) / 2 at every level."""
-
-    def m(name):
-        return getattr(pcd, f"{name}_1")
-
-    o3 = _lrelu(m("L3_offset_conv2")(_lrelu(m("L3_offset_conv1")(torch.cat([fea1[2], fea2[2]], 1)))))
-    f3 = _lrelu(m("L3_dcnpack")((fea1[2] + fea1[2]) / 2, o3))
-    o2 = _lrelu(m("L2_offset_conv1")(torch.cat([fea1[1], fea2[1]], 1)))
-    o2 = _lrelu(m("L2_offset_conv3")(_lrelu(m("L2_offset_conv2")(torch.cat([o2, _up(o3) * 2], 1)))))
-    f2 = _lrelu(m("L2_fea_conv")(torch.cat([m("L2_dcnpack")((fea1[1] + fea1[1]) / 2, o2), _up(f3)], 1)))
-    o1 = _lrelu(m("L1_offset_conv1")(torch.cat([fea1[0], fea2[0]], 1)))
-    o1 = _lrelu(m("L1_offset_conv3")(_lrelu(m("L1_offset_conv2")(torch.cat([o1, _up(o2) * 2], 1)))))
-    return m("L1_fea_conv")(torch.cat([m("L1_dcnpack")((fea1[0] + fea1[0]) / 2, o1), _up(f2)], 1))
-
-
-def _easy_pcd_reference(e, f1, f2):
-    b, c, h, w = f1.shape
-    l1 = torch.stack([f1, f2], 1).view(-1, c, h, w)  # official order: interleaved
-    l2, l3 = _pyr(e, l1)
-    l1, l2, l3 = (t.view(b, 2, *t.shape[1:]) for t in (l1, l2, l3))
-    return e.fusion(_pcd_reference(e.pcd_align, [t[:, 0] for t in (l1, l2, l3)], [t[:, 1] for t in (l1, l2, l3)]))
-
-
 def _swin_block_reference(blk, x, hw):
     """Post-norm Swin-V2 block: shift, window attention, unshift, x + norm1(.), then x + norm2(mlp(x))."""
     (h, w), ws, shift = hw, blk.window_size, blk.shift_size
@@ -285,40 +248,15 @@ def _swin_body_reference(body, x):
 
 def official_structure_forward(m: MSITF, x: torch.Tensor) -> torch.Tensor:
     """The official forward's structure (one pair at a time, one LSTM direction at a time, per-pixel tokens
-    '(b h w) t c'), written from specs/models.md section 6.3."""
+    '(b h w) t c'), written from specs/models.md section 6.3 (zsm_reference with MSITF's single-branch PCD)."""
     b, n, c, h, w = x.shape
     up = F.interpolate(x.permute(0, 2, 1, 3, 4), (2 * n - 1, 4 * h, 4 * w), mode="trilinear", align_corners=False)
-    l1 = _lrelu(m.conv_first(x.view(-1, c, h, w)))
+    l1 = lrelu(m.conv_first(x.view(-1, c, h, w)))
     hp, wp = math.ceil(h / 8) * 8, math.ceil(w / 8) * 8
-    l1 = m.feature_extraction(F.pad(l1, (0, wp - w, 0, hp - h)))
-    l2, l3 = _pyr(m, l1)
-    l1, l2, l3 = (t.view(b, n, *t.shape[1:]) for t in (l1, l2, l3))
-    seq = []
-    for i in range(n - 1):
-        fea1, fea2 = [t[:, i] for t in (l1, l2, l3)], [t[:, i + 1] for t in (l1, l2, l3)]
-        fused = m.fusion(_pcd_reference(m.pcd_align, fea1, fea2))
-        if i == 0:
-            seq.append(fea1[0])
-        seq += [fused, fea2[0]]
-    s = torch.stack(seq, 1)
-    net = m.ConvBLSTM.forward_net
-
-    def run(seq_in):
-        hid = cell = x.new_zeros(b, m.nf, hp, wp)
-        outs = []
-        for t in range(seq_in.shape[1]):
-            xt = seq_in[:, t]
-            ht, ct = _easy_pcd_reference(net.pcd_h, xt, hid), _easy_pcd_reference(net.pcd_c, xt, cell)
-            gi, gf, go, gg = torch.split(net.cell_list[0].conv(torch.cat([xt, ht], 1)), m.nf, 1)
-            cell = torch.sigmoid(gf) * ct + torch.sigmoid(gi) * torch.tanh(gg)
-            hid = torch.sigmoid(go) * torch.tanh(cell)
-            outs.append(hid)
-        return torch.stack(outs, 1)
-
-    rev = list(reversed(range(s.shape[1])))
+    levels = frame_levels(m, m.feature_extraction(F.pad(l1, (0, wp - w, 0, hp - h))), b, n)
+    s = pair_sequence(levels, lambda fea1, fea2: [m.fusion(msitf_pcd_reference(m.pcd_align, fea1, fea2))])
     t = s.shape[1]
-    both = torch.cat([run(s), run(s[:, rev])[:, rev]], 2)
-    feats = m.ConvBLSTM.conv_1x1(both.view(b * t, -1, hp, wp)).view(b, t, -1, hp, wp)
+    feats = bilstm_reference(m.ConvBLSTM, s, m.nf, msitf_pcd_reference).view(b, t, -1, hp, wp)
     # temporal attention on '(b h w) t c' tokens, 8 heads
     tok = feats.permute(0, 3, 4, 1, 2).reshape(-1, t, m.nf)
     heads = m.attn.num_heads
@@ -327,10 +265,7 @@ def official_structure_forward(m: MSITF, x: torch.Tensor) -> torch.Tensor:
     arr = m.attn.proj((a @ v).transpose(1, 2).reshape(-1, t, m.nf))
     feats = feats + arr.view(b, hp, wp, t, m.nf).permute(0, 3, 4, 1, 2)
     out = _swin_body_reference(m.recon_trunk, feats.reshape(b * t, m.nf, hp, wp))[:, :, :h, :w]
-    out = _lrelu(F.pixel_shuffle(m.upconv1(out), 2))
-    out = _lrelu(F.pixel_shuffle(m.upconv2(out), 2))
-    out = m.conv_last(_lrelu(m.HRconv(out)))
-    return out.view(b, t, -1, 4 * h, 4 * w) + up.permute(0, 2, 1, 3, 4)
+    return upsample_reference(m, out).view(b, t, -1, 4 * h, 4 * w) + up.permute(0, 2, 1, 3, 4)
 
 
 @pytest.mark.parametrize("size", [(9, 11), (8, 8)])
@@ -342,7 +277,7 @@ def test_batched_forward_equals_the_official_structure(size):
     with torch.no_grad():
         ours, ref = model(x), official_structure_forward(model, x)
     assert ours.shape == ref.shape == (2, 5, 3, 4 * size[0], 4 * size[1])
-    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-10 * ref.abs().max().item())
+    assert_matches_reference(ours, ref, rtol=1e-9, atol=1e-10)
 
 
 def test_offsets_are_bounded_by_10_tanh():
@@ -440,10 +375,6 @@ def test_dcn_backends_agree(backend: str, monkeypatch: pytest.MonkeyPatch):
 
 
 # ----------------------------------------------------------------------------- registry and options
-
-
-def test_registry_names_and_aliases():
-    assert ARCHS.get("Net") is ARCHS.get("MSITF") is ARCHS.get("msitf") is MSITF
 
 
 @pytest.mark.parametrize(

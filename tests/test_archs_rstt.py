@@ -1,6 +1,6 @@
-"""RSTT: exact keys and counts of RSTT-S/M/L, the relative position indices and init of the spec, equivalence with
-a float64 forward written from the spec with the official loop structure, any size, the fixed frame count, the
-trilinear base, gradients, checkpoint loading, config errors."""
+"""RSTT: buffers and part counts of RSTT-S/M/L (keys and counts: test_archs_facts), the relative position indices
+and init of the spec, equivalence with a float64 forward written from the spec with the official loop structure, any
+size, the fixed frame count, the trilinear base, gradients, checkpoint loading, config errors."""
 
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spec_keys import key_list, read_keys
-from stvsr.archs import ARCHS, build_arch, count_parameters
+from spec_keys import key_list
+from stvsr.archs import build_arch, count_parameters
 from stvsr.archs.rstt import RSTT
 from stvsr.checkpoint import load_official
 
 ROOT = Path(__file__).resolve().parents[1]
-COUNTS = {"S": 4_485_275, "M": 6_079_895, "L": 7_674_515}
-KEYS = {"S": (728, 48), "M": (1080, 72), "L": (1432, 96)}  # keys, relative_position_index buffers
 TINY = {"which_model_G": "RSTT", "embed_dim": 16, "depths": [2, 1, 2, 2, 2, 2, 1, 2],
         "num_heads": [1, 2, 2, 4, 4, 2, 2, 1], "window_sizes": [[4, 4]] * 8, "back_RBs": 1}  # fmt: skip
 
@@ -43,18 +41,13 @@ def _perturb(model: torch.nn.Module, std: float = 0.05) -> None:
 
 
 @pytest.mark.parametrize("variant", ["S", "M", "L"])
-def test_official_variants_keys_shapes_buffers_and_count(variant: str):
+def test_official_variants_buffers_and_part_counts(variant: str):
+    """What test_archs_facts' table does not say: every buffer an int64 index, all saved, no attention mask; the
+    counts of the parts."""
     model = build_arch(RSTT.official_network(variant))
-    assert isinstance(model, RSTT)
-    mine, expected = key_list(model), read_keys(f"rstt_{variant.lower()}")
-    missing, extra = sorted(set(expected) - set(mine)), sorted(set(mine) - set(expected))
-    assert not missing and not extra, f"missing {missing[:5]}, extra {extra[:5]}"
-    assert mine == expected  # same order too (the official state_dict's)
-    assert (len(mine), len(dict(model.named_buffers()))) == KEYS[variant]
-    assert count_parameters(model) == COUNTS[variant]
+    assert set(dict(model.named_buffers())) <= set(model.state_dict())  # the table counts the saved ones
     assert all(v.dtype == torch.int64 for v in model.buffers())
     assert not any("attn_mask" in k for k in model.state_dict())
-    assert model.size_divisor == 1 and model.upscale == 4 and model.input_frames == 4
     # spec table: one encoder block 74,784 + 343 h, one decoder block 112,416 + 1,274 h parameters
     enc = model.encoder_layers[1].blocks[0]
     dec = model.decoder_layers[2].blocks[0]
@@ -403,7 +396,6 @@ def test_checkpoint_round_trip_with_module_prefix(tmp_path: Path):
 
 
 def test_registry_names_and_config_errors():
-    assert ARCHS.get("RSTT") is RSTT and ARCHS.get("rstt") is RSTT
     with pytest.raises(ValueError, match="window_size"):  # typo: nearest valid key
         build_arch({**TINY, "window_size": [[4, 4]] * 8})
     with pytest.raises(ValueError, match="missing required key"):

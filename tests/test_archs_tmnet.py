@@ -1,4 +1,5 @@
-"""TMNet: exact keys and counts, contract with and without time stamps, equivalence with the official loops."""
+"""TMNet: its TMBs and ZSM part of the keys, contract with and without time stamps, equivalence with the official
+loops (zsm_reference); its keys and counts are in test_archs_facts."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ import torch
 import torch.nn.functional as F
 
 from spec_keys import key_list, read_keys
-from stvsr.archs import ARCHS, build_arch, count_parameters
+from stvsr.archs import build_arch
 from stvsr.archs.tmnet import TMNet
-from test_archs_zsm import _easy_pcd_reference, _lrelu, _perturb, _pyr
+from zsm_reference import (
+    assert_matches_reference,
+    bilstm_reference,
+    frame_levels,
+    lrelu,
+    pair_sequence,
+    pcd_reference,
+    perturb,
+    resize,
+    upsample_reference,
+)
 
 OFFICIAL = {
     "which_model_G": "TMNet",
@@ -34,21 +45,11 @@ def tiny(seed: int = 0, **overrides) -> TMNet:
     return build_arch({**TINY, **overrides})
 
 
-def test_official_settings_keys_shapes_and_count():
+def test_official_temporal_modulation_blocks():
+    """The 42 TMB tensors of the official model, which stage 2 trains (keys and counts: test_archs_facts)."""
     model = build_arch(OFFICIAL)
-    assert isinstance(model, TMNet)
-    expected = read_keys("tmnet")
-    mine = key_list(model)
-    assert len(mine) == len(expected) == 482
-    missing = sorted(set(expected) - set(mine))
-    extra = sorted(set(mine) - set(expected))
-    assert not missing and not extra, f"missing {missing[:5]}, extra {extra[:5]}"
-    assert mine == expected  # same order too
-    assert count_parameters(model) == 12_263_523
-    assert sum(p.numel() for n, p in model.named_parameters() if "TMB" in n) == 492_672  # stage 2 trains these
+    assert sum(p.numel() for n, p in model.named_parameters() if "TMB" in n) == 492_672
     assert sum(1 for n, _ in model.named_parameters() if "TMB" in n) == 42
-    assert all(p.requires_grad for p in model.parameters())
-    assert model.size_divisor == 4 and model.upscale == 4 and model.supports_time_factor
 
 
 def test_zsm_part_equals_zsm_keys():
@@ -58,51 +59,10 @@ def test_zsm_part_equals_zsm_keys():
     assert mine == zsm
 
 
-def test_registry_names():
-    assert ARCHS.get("TMNet") is ARCHS.get("tmnet") is TMNet
-
-
 # ------------------------------------------------------------------ reference from the spec (A.1)
-def _resize(x, like):
-    """The official size-based bilinear upsampling (``interpolate(size=...)``, align_corners False)."""
-    return F.interpolate(x, size=list(like.shape[-2:]), mode="bilinear", align_corners=False)
-
-
-def _tmb(block, o, t):
-    f = _lrelu(block.f_process[2](_lrelu(block.f_process[0](o))))
-    m = _lrelu(block.t_process[4](_lrelu(block.t_process[2](_lrelu(block.t_process[0](t))))))
-    return f * m
-
-
-def _pcd_reference(pcd, fea1, fea2, t=None, t_back=None):
-    """TMNet's PCD_Align written from the spec: ZSM's branches, size-based upsampling, TMBs on the last offset
-    conv of each level (branch 1: TMB_A with t, branch 2: TMB_B with t_back)."""
-    out = []
-    for s, (a, b), tt, tag in ((1, (fea1, fea2), t, "A"), (2, (fea2, fea1), t_back, "B")):
-
-        def m(n, s=s):
-            return getattr(pcd, f"{n}_{s}")
-
-        def last(conv, o, level, tt=tt, tag=tag):
-            y = _lrelu(conv(o))
-            return y if tt is None else y + _tmb(getattr(pcd, f"TMB_{tag}_l{level}"), o, tt)
-
-        o3 = last(m("L3_offset_conv2"), _lrelu(m("L3_offset_conv1")(torch.cat([a[2], b[2]], 1))), 3)
-        f3 = _lrelu(m("L3_dcnpack")(a[2], o3))
-        o2 = _lrelu(m("L2_offset_conv1")(torch.cat([a[1], b[1]], 1)))
-        o2 = _lrelu(m("L2_offset_conv2")(torch.cat([o2, _resize(o3, a[1]) * 2], 1)))
-        o2 = last(m("L2_offset_conv3"), o2, 2)
-        f2 = _lrelu(m("L2_fea_conv")(torch.cat([m("L2_dcnpack")(a[1], o2), _resize(f3, a[1])], 1)))
-        o1 = _lrelu(m("L1_offset_conv1")(torch.cat([a[0], b[0]], 1)))
-        o1 = _lrelu(m("L1_offset_conv2")(torch.cat([o1, _resize(o2, a[0]) * 2], 1)))
-        o1 = last(m("L1_offset_conv3"), o1, 1)
-        out.append(m("L1_fea_conv")(torch.cat([m("L1_dcnpack")(a[0], o1), _resize(f2, a[0])], 1)))
-    return torch.cat(out, 1)
-
-
 def official_structure_forward(m: TMNet, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
     """The official forward's loop structure: pair by pair, stamp by stamp, LFC frame by frame, one LSTM
-    direction at a time."""
+    direction at a time (zsm_reference: TMNet's PCD upsamples by size and modulates its offsets with t)."""
     b, n, c, h, w = x.shape
     if t is not None:
         t_n = t.shape[1]
@@ -110,66 +70,35 @@ def official_structure_forward(m: TMNet, x: torch.Tensor, t: torch.Tensor | None
         t_back = 1 - tt
         tt = (tt / 0.5 - 1).view(b, t_n, 1, 1, 1)
         t_back = (t_back / 0.5 - 1).view(b, t_n, 1, 1, 1)
-    l1 = m.feature_extraction(_lrelu(m.conv_first(x.view(-1, c, h, w))))
-    l2, l3 = _pyr(m, l1)
-    l1, l2, l3 = (v.view(b, n, *v.shape[1:]) for v in (l1, l2, l3))
-    seq = []
-    for i in range(n - 1):
-        fea1, fea2 = [v[:, i] for v in (l1, l2, l3)], [v[:, i + 1] for v in (l1, l2, l3)]
-        if i == 0:
-            seq.append(fea1[0])
+
+    def middle(fea1, fea2):
         if t is None:
-            seq.append(m.fusion(_pcd_reference(m.pcd_align, fea1, fea2)))
-        else:
-            for k in range(t_n):
-                seq.append(m.fusion(_pcd_reference(m.pcd_align, fea1, fea2, tt[:, k], t_back[:, k])))
-        seq.append(fea2[0])
-    d = torch.stack(seq, 1)
+            return [m.fusion(pcd_reference(m.pcd_align, fea1, fea2, upsample=resize))]
+        stamps = [(tt[:, k], t_back[:, k]) for k in range(t_n)]
+        return [m.fusion(pcd_reference(m.pcd_align, fea1, fea2, *ts, upsample=resize)) for ts in stamps]
+
+    d = pair_sequence(_levels(m, x), middle)
     T = d.shape[1]
     compared = []
     for i in range(T):
         idx = [0, 0, 1] if i == 0 else [T - 2, T - 1, T - 1] if i == T - 1 else [i - 1, i, i + 1]
         f0, f1, f2 = (d[:, j] for j in idx)
-        a0 = _lrelu(m.layersAtB(f0, m.layersAtBOffset(torch.cat([f0, f1], 1))))
-        a2 = _lrelu(m.layersCtB(f2, m.layersCtBOffset(torch.cat([f2, f1], 1))))
+        a0 = lrelu(m.layersAtB(f0, m.layersAtBOffset(torch.cat([f0, f1], 1))))
+        a2 = lrelu(m.layersCtB(f2, m.layersCtBOffset(torch.cat([f2, f1], 1))))
         compared.append(m.layersFusion(torch.cat([a0, f1, a2], 1)))
-    lstm_in = d + torch.stack(compared, 1)
-    net = m.ConvBLSTM.forward_net
-
-    def run(seq_in):
-        hid = cell = x.new_zeros(b, m.nf, h, w)
-        outs = []
-        for step in range(seq_in.shape[1]):
-            xt = seq_in[:, step]
-            ht, ct = _easy_pcd_reference(net.pcd_h, xt, hid), _easy_pcd_reference(net.pcd_c, xt, cell)
-            gi, gf, go, gg = torch.split(net.cell_list[0].conv(torch.cat([xt, ht], 1)), m.nf, 1)
-            cell = torch.sigmoid(gf) * ct + torch.sigmoid(gi) * torch.tanh(gg)
-            hid = torch.sigmoid(go) * torch.tanh(cell)
-            outs.append(hid)
-        return torch.stack(outs, 1)
-
-    rev = list(reversed(range(T)))
-    both = torch.cat([run(lstm_in), run(lstm_in[:, rev])[:, rev]], 2)
-    feats = m.ConvBLSTM.conv_1x1(both.view(b * T, -1, h, w))
-    out = m.recon_trunk(feats) + d.view(b * T, -1, h, w)
-    out = _lrelu(F.pixel_shuffle(m.upconv1(out), 2))
-    out = _lrelu(F.pixel_shuffle(m.upconv2(out), 2))
-    out = m.conv_last(_lrelu(m.HRconv(out)))
+    feats = bilstm_reference(m.ConvBLSTM, d + torch.stack(compared, 1), m.nf)
+    out = upsample_reference(m, m.recon_trunk(feats) + d.view(b * T, -1, h, w))
     return out.view(b, T, -1, 4 * h, 4 * w)
 
 
 def _model64():
     model = tiny(front_RBs=1, back_RBs=1).double().eval()
-    _perturb(model, std=0.5)  # offsets non-zero: the deformable paths are exercised
+    perturb(model, std=0.5)  # offsets non-zero: the deformable paths are exercised
     with torch.no_grad():  # the TMB convs are default-initialised; make their contribution clearly visible
         for name, p in model.named_parameters():
             if "TMB" in name:
                 p.mul_(3)
     return model
-
-
-def _assert_close(ours, ref):
-    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12 * ref.abs().max().item())
 
 
 def test_no_time_equals_official_loop_structure():
@@ -178,7 +107,7 @@ def test_no_time_equals_official_loop_structure():
     with torch.no_grad():
         ours, ref = model(x), official_structure_forward(model, x)
     assert ours.shape == ref.shape == (2, 5, 3, 32, 32)
-    _assert_close(ours, ref)
+    assert_matches_reference(ours, ref)
 
 
 @pytest.mark.parametrize("stamp", [0.5, 0.3])
@@ -192,9 +121,9 @@ def test_one_stamp_equals_official_loop_structure(stamp: float):
         ours, ref = model(x, t), official_structure_forward(model, x, t)
         plain = model(x)
     assert ours.shape == ref.shape == (1, 7, 3, 32, 48)
-    _assert_close(ours, ref)
+    assert_matches_reference(ours, ref)
     if stamp == 0.5:
-        _assert_close(ours, plain)
+        assert_matches_reference(ours, plain)
     else:
         assert (ours - plain).abs().max() > 1e-3 * plain.abs().max()
 
@@ -207,7 +136,7 @@ def test_five_stamps_equal_official_loop_structure_per_sample_stamps():
     with torch.no_grad():
         ours, ref = model(x, t), official_structure_forward(model, x, t)
     assert ours.shape == ref.shape == (2, 7, 3, 32, 32)
-    _assert_close(ours, ref)
+    assert_matches_reference(ours, ref)
 
 
 def test_five_stamps_order_over_several_pairs():
@@ -220,7 +149,7 @@ def test_five_stamps_order_over_several_pairs():
     with torch.no_grad():
         ours, ref = model(x, t), official_structure_forward(model, x, t)
         assert ours.shape == (1, 13, 3, 32, 32)
-        _assert_close(ours, ref)
+        assert_matches_reference(ours, ref)
         levels = _levels(model, x)
         d = model._interpolate(levels, t)
         for k, stamp in enumerate(OFFICIAL_STAMPS):
@@ -233,9 +162,7 @@ def test_five_stamps_order_over_several_pairs():
 
 def _levels(model, x):
     b, n, c, h, w = x.shape
-    l1 = model.feature_extraction(_lrelu(model.conv_first(x.view(-1, c, h, w))))
-    l2, l3 = _pyr(model, l1)
-    return [v.view(b, n, *v.shape[1:]) for v in (l1, l2, l3)]
+    return frame_levels(model, model.feature_extraction(lrelu(model.conv_first(x.view(-1, c, h, w)))), b, n)
 
 
 def test_forward_times_is_stamps_k_over_factor():
@@ -275,7 +202,7 @@ def test_gradients_with_and_without_time():
     """Without t the 42 TMB tensors get no gradient (official single-frame mode); with t every parameter does
     (offset convs perturbed: at init they are zero and cut the gradient of the offset-feature convs)."""
     model = tiny().train()
-    _perturb(model)
+    perturb(model)
     x = torch.rand(1, 2, 3, 8, 8)
     torch.sqrt((model(x) - torch.rand(1, 3, 3, 32, 32)) ** 2 + 1e-6).sum().backward()
     no_grad = {n for n, p in model.named_parameters() if p.grad is None}

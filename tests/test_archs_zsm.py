@@ -1,4 +1,5 @@
-"""Zooming Slow-Mo (LunaTokis): exact keys and counts, contract, equivalence with the official loop structure."""
+"""Zooming Slow-Mo (LunaTokis): contract, init, equivalence with the official loop structure (zsm_reference); its keys
+and counts are in test_archs_facts."""
 
 from __future__ import annotations
 
@@ -8,22 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from spec_keys import key_list, read_keys
-from stvsr.archs import ARCHS, build_arch, count_parameters
+from stvsr.archs import build_arch
 from stvsr.archs.zsm import LunaTokis
+from zsm_reference import assert_matches_reference, perturb, zsm_structure_forward
 
-OFFICIAL = {
-    "which_model_G": "LunaTokis",
-    "nf": 64,
-    "nframes": 7,
-    "groups": 8,
-    "front_RBs": 5,
-    "mid_RBs": 0,
-    "back_RBs": 40,
-    "HR_in": False,
-}
 TINY = {"which_model_G": "zsm", "nf": 8, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 2}
 
 
@@ -33,21 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 def tiny(seed: int = 0, **overrides) -> LunaTokis:
     torch.manual_seed(seed)
     return build_arch({**TINY, **overrides})
-
-
-def test_official_settings_keys_shapes_and_count():
-    model = build_arch(OFFICIAL)
-    assert isinstance(model, LunaTokis)
-    expected = read_keys("zsm")
-    mine = key_list(model)
-    assert len(mine) == len(expected) == 416
-    missing = sorted(set(expected) - set(mine))
-    extra = sorted(set(mine) - set(expected))
-    assert not missing and not extra, f"missing {missing[:5]}, extra {extra[:5]}"
-    assert mine == expected  # same order too (the order of the official state_dict)
-    assert count_parameters(model) == 11_102_771
-    assert all(p.requires_grad for p in model.parameters())
-    assert model.size_divisor == 4
 
 
 def test_official_init_rules():
@@ -88,103 +63,16 @@ def test_bad_input_is_a_clear_error(shape, words):
         assert word in str(info.value)
 
 
-def _lrelu(x):
-    return F.leaky_relu(x, 0.1)
-
-
-def _up(x):
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-
-
-def _pcd_reference(pcd, fea1, fea2):
-    """PCD_Align written from the spec (section 2.3), branch by branch, out of place."""
-    out = []
-    for s, (a, b) in ((1, (fea1, fea2)), (2, (fea2, fea1))):
-
-        def m(n, s=s):
-            return getattr(pcd, f"{n}_{s}")
-
-        o3 = _lrelu(m("L3_offset_conv2")(_lrelu(m("L3_offset_conv1")(torch.cat([a[2], b[2]], 1)))))
-        f3 = _lrelu(m("L3_dcnpack")(a[2], o3))
-        o2 = _lrelu(m("L2_offset_conv1")(torch.cat([a[1], b[1]], 1)))
-        o2 = _lrelu(m("L2_offset_conv3")(_lrelu(m("L2_offset_conv2")(torch.cat([o2, _up(o3) * 2], 1)))))
-        f2 = _lrelu(m("L2_fea_conv")(torch.cat([m("L2_dcnpack")(a[1], o2), _up(f3)], 1)))
-        o1 = _lrelu(m("L1_offset_conv1")(torch.cat([a[0], b[0]], 1)))
-        o1 = _lrelu(m("L1_offset_conv3")(_lrelu(m("L1_offset_conv2")(torch.cat([o1, _up(o2) * 2], 1)))))
-        out.append(m("L1_fea_conv")(torch.cat([m("L1_dcnpack")(a[0], o1), _up(f2)], 1)))
-    return torch.cat(out, 1)
-
-
-def _pyr(module, l1):
-    l2 = _lrelu(module.fea_L2_conv2(_lrelu(module.fea_L2_conv1(l1))))
-    return l2, _lrelu(module.fea_L3_conv2(_lrelu(module.fea_L3_conv1(l2))))
-
-
-def _easy_pcd_reference(e, f1, f2):
-    b, c, h, w = f1.shape
-    l1 = torch.stack([f1, f2], 1).view(-1, c, h, w)  # official order: interleaved
-    l2, l3 = _pyr(e, l1)
-    l1, l2, l3 = (t.view(b, 2, *t.shape[1:]) for t in (l1, l2, l3))
-    return e.fusion(_pcd_reference(e.pcd_align, [t[:, 0] for t in (l1, l2, l3)], [t[:, 1] for t in (l1, l2, l3)]))
-
-
-def official_structure_forward(m: LunaTokis, x: torch.Tensor) -> torch.Tensor:
-    """The official forward's loop structure: one pair at a time, one LSTM direction at a time."""
-    b, n, c, h, w = x.shape
-    l1 = m.feature_extraction(_lrelu(m.conv_first(x.view(-1, c, h, w))))
-    l2, l3 = _pyr(m, l1)
-    l1, l2, l3 = (t.view(b, n, *t.shape[1:]) for t in (l1, l2, l3))
-    seq = []
-    for i in range(n - 1):
-        fea1, fea2 = [t[:, i] for t in (l1, l2, l3)], [t[:, i + 1] for t in (l1, l2, l3)]
-        fused = m.fusion(_pcd_reference(m.pcd_align, fea1, fea2))
-        if i == 0:
-            seq.append(fea1[0])
-        seq += [fused, fea2[0]]
-    s = torch.stack(seq, 1)
-    net = m.ConvBLSTM.forward_net
-
-    def run(seq_in):
-        hid = cell = x.new_zeros(b, m.nf, h, w)
-        outs = []
-        for t in range(seq_in.shape[1]):
-            xt = seq_in[:, t]
-            ht, ct = _easy_pcd_reference(net.pcd_h, xt, hid), _easy_pcd_reference(net.pcd_c, xt, cell)
-            gi, gf, go, gg = torch.split(net.cell_list[0].conv(torch.cat([xt, ht], 1)), m.nf, 1)
-            cell = torch.sigmoid(gf) * ct + torch.sigmoid(gi) * torch.tanh(gg)
-            hid = torch.sigmoid(go) * torch.tanh(cell)
-            outs.append(hid)
-        return torch.stack(outs, 1)
-
-    rev = list(reversed(range(s.shape[1])))
-    both = torch.cat([run(s), run(s[:, rev])[:, rev]], 2)
-    t = s.shape[1]
-    feats = m.ConvBLSTM.conv_1x1(both.view(b * t, -1, h, w))
-    out = m.recon_trunk(feats)
-    out = _lrelu(F.pixel_shuffle(m.upconv1(out), 2))
-    out = _lrelu(F.pixel_shuffle(m.upconv2(out), 2))
-    out = m.conv_last(_lrelu(m.HRconv(out)))
-    return out.view(b, t, -1, 4 * h, 4 * w)
-
-
-def _perturb(model: torch.nn.Module, std: float = 0.05) -> None:
-    """Non-zero offset convs, so that the deformable paths are exercised (they are zero at init)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "conv_offset" in name:
-                p.normal_(0, std)
-
-
 def test_batched_forward_equals_official_loop_structure():
     """In float64, so that the comparison is tight enough to see any change of the computation (e.g. dropping
     the x2 on the upsampled offset features changes the output by ~1e-6 of its scale, rounding by ~1e-15)."""
     model = tiny(front_RBs=1, back_RBs=1).double().eval()
-    _perturb(model, std=0.5)
+    perturb(model, std=0.5)
     x = torch.rand(2, 3, 3, 8, 8, dtype=torch.float64)
     with torch.no_grad():
-        ours, ref = model(x), official_structure_forward(model, x)
+        ours, ref = model(x), zsm_structure_forward(model, x)
     assert ours.shape == ref.shape == (2, 5, 3, 32, 32)
-    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12 * ref.abs().max().item())
+    assert_matches_reference(ours, ref, rtol=1e-10, atol=1e-12)
 
 
 def test_frame_order_keyframes_depend_only_on_pairs_around_them():
@@ -208,7 +96,7 @@ def test_every_parameter_gets_a_gradient():
     torch.sqrt((model(x) - gt) ** 2 + 1e-6).sum().backward()  # Charbonnier, sum (section 2.7)
     assert not [n for n, p in model.named_parameters() if p.grad is None]
     model.zero_grad(set_to_none=True)
-    _perturb(model)
+    perturb(model)
     torch.sqrt((model(x) - gt) ** 2 + 1e-6).sum().backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.count_nonzero(p.grad)]
     assert not no_grad, f"no gradient for {no_grad}"
@@ -231,10 +119,6 @@ def test_float64_follows_the_input():
     with torch.no_grad():
         y = model(torch.rand(1, 2, 3, 8, 8, dtype=torch.float64))
     assert y.dtype == torch.float64
-
-
-def test_registry_names_and_aliases():
-    assert ARCHS.get("zsm") is ARCHS.get("LunaTokis") is LunaTokis
 
 
 @pytest.mark.parametrize(
