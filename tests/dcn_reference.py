@@ -1,7 +1,7 @@
 """The literal DCNv2 oracle of the tests: an independent, slow, obviously-right implementation.
 
-It follows ``specs/models.md`` section 1 word for word: absolute sampling positions, ``floor`` for the
-bilinear corners (so at an integer position the gradient is the right-hand difference, as in the
+It follows docs/backends.md ("What the operation computes") word for word: absolute sampling positions,
+``floor`` for the bilinear corners (so at an integer position the gradient is the right-hand difference, as in the
 kernels), a corner outside the image contributes 0, a sample with y <= -1, y >= H, x <= -1 or x >= W
 is 0. Everything is ordinary tensor algebra (one ``gather`` for all corners), so autograd provides every
 gradient. The backends (the ``grid_sample`` formulation of ``stvsr.ops.torch_impl``, the compiled

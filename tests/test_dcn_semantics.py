@@ -1,4 +1,4 @@
-"""What the deformable convolution computes (specs/models.md section 1), checked on every working backend
+"""What the deformable convolution computes (docs/backends.md), checked on every working backend
 against plain convolutions and hand computations, plus the modules' parameter names and error messages."""
 
 from __future__ import annotations

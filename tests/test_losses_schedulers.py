@@ -1,5 +1,5 @@
 """Pixel losses against hand computations; the schedulers' learning-rate trajectories (the ZSM recipe of
-specs/models.md 3.6 and 2.8), the official recursion, warm-up, and state round trips."""
+docs/training.md), the official recursion, warm-up, and state round trips."""
 
 from __future__ import annotations
 

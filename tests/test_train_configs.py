@@ -1,4 +1,4 @@
-"""The shipped training configs validate and carry the official recipes (specs/models.md 3.6, 4.6)."""
+"""The shipped training configs validate and carry the official recipes (docs/training.md)."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ def arch_arguments(network_G: Mapping[str, Any]) -> tuple[type[StvsrArch], dict[
     if missing:
         raise ValueError(
             f"network_G for {arch} is missing required key(s): {', '.join(missing)} "
-            f"(official settings: see specs/models.md and options/train/*.yml)"
+            f"(official settings: docs/models.md and options/train/*.yml)"
         )
     params = inspect.signature(cls).parameters
     kwargs = {}

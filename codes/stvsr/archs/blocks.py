@@ -1,4 +1,4 @@
-"""Building blocks shared by the Zooming Slow-Mo family (``specs/models.md`` section 2).
+"""Building blocks shared by the Zooming Slow-Mo family (docs/models.md).
 
 Module and attribute names are those of the official code: they are the ``state_dict`` keys of the
 released checkpoints, and the order in which modules are registered is the order of those keys.

@@ -1,6 +1,6 @@
 """Optical flow for flow-input models (STARnet): the provider protocol, an OpenCV DIS provider, official scaling.
 
-Convention (``specs/models.md`` 7.2, pyflow's): ``flow = provider(im1, im2)`` is (B, 2, h, w) in **pixels**,
+Convention (pyflow's, as STARnet's official code): ``flow = provider(im1, im2)`` is (B, 2, h, w) in **pixels**,
 channels (u, v) = (x, y), such that ``im1(p) ≈ im2(p + flow(p))`` (backward-warping ``im2`` with ``flow``
 reproduces ``im1``). STARnet's network input is :func:`to_network_flow`: ``-clip(flow_px, ±150) / 150`` (the
 official ``rescale_flow(flow, -1, 1)`` with swapped arguments: sign inverted, 1 unit = 150 px; quirk 2, KEPT).

@@ -1,4 +1,4 @@
-"""MSITF: ``Net`` (``models/modules/mystvsr07.py``; ``specs/models.md`` section 6).
+"""MSITF: ``Net`` (``models/modules/mystvsr07.py``; docs/models.md, MSITF).
 
 (B, N, 3, h, w) RGB in [0, 1] -> (B, 2N-1, 3, 4h, 4w), frames [F0, I0.5, F1, ..., F(N-1)], not clamped; any
 h and w (the model zero-pads its LR features to multiples of 8 itself and crops back); any N >= 2. With the

@@ -1,4 +1,4 @@
-"""RSTT (CVPR 2022): ``RSTT`` (``models/RSTT.py``, ``models/layers.py``; ``specs/models.md`` appendix A.2).
+"""RSTT (CVPR 2022): ``RSTT`` (``models/RSTT.py``, ``models/layers.py``; docs/models.md, RSTT).
 
 (B, 4, 3, h, w) RGB in [0, 1] -> (B, 7, 3, 4h, 4w), frames [F0, I0.5, F1, ..., F3], not clamped; any h and w
 (the model zero-pads its features to multiples of 2^(encoder layers - 1) = 8 itself and crops back); exactly

@@ -1,9 +1,9 @@
-"""SAFA, Scale-Adaptive Feature Aggregation (WACV 2024): ``SAFA`` (``specs/models.md`` section 5).
+"""SAFA, Scale-Adaptive Feature Aggregation (WACV 2024): ``SAFA`` (docs/models.md, SAFA).
 
 A pair model: two key frames, already upsampled x4 to the high-resolution size, and a time t in [0, 1] give
 one HR frame per t, by optical-flow warping plus a residual. The official model (``SAFA()``, the defaults
 here) has 4,941,442 parameters and the 275 ``state_dict`` keys (245 parameters + 30 BatchNorm buffers) of
-``specs/keys/safa.txt``, without prefix: an official ``flownet.pkl`` loads with ``strict=True`` once its
+``tests/data/keys/safa.txt``, without prefix: an official ``flownet.pkl`` loads with ``strict=True`` once its
 ``module.`` prefix is stripped (``stvsr.checkpoint.load_official`` does that).
 
 Three ways to call it:

@@ -1,4 +1,4 @@
-"""STARnet (CVPR 2020): ``fbpn_sr_rbpn_v4_ref.Net``, the V4 core + flow-refinement U-Net (``specs/models.md`` 7).
+"""STARnet (CVPR 2020): ``fbpn_sr_rbpn_v4_ref.Net``, the V4 core + flow-refinement U-Net (docs/models.md, STARnet).
 
 Two classes with the same weights and the official ``state_dict`` (``model.*``, ``flow_net.*``; 462 keys,
 111,610,863 parameters with the official settings):

@@ -1,4 +1,4 @@
-"""STDAN: ``STTrans2`` = Swin features + LSTFI + STDFA (``specs/models.md`` section 4).
+"""STDAN: ``STTrans2`` = Swin features + LSTFI + STDFA (docs/models.md).
 
 (B, N, 3, H, W) RGB in [0, 1] -> (B, 2N-1, 3, 4H, 4W), frames [F0, I0.5, F1, ..., F(N-1)]; H and W
 multiples of 8 (Swin windows of 8 at the input resolution); N >= 2 (official N = 4). With the official

@@ -1,4 +1,4 @@
-"""Swin Transformer body used by STDAN (``Spatial_decoder``, SwinIR-like; ``specs/models.md`` section 4.3).
+"""Swin Transformer body used by STDAN (``Spatial_decoder``, SwinIR-like; docs/models.md).
 
 Key names follow the official checkpoint: ``conv_first``, ``patch_embed.norm``, ``layers.<i>.residual_group.
 blocks.<j>.{norm1, attn.{relative_position_bias_table, relative_position_index, qkv, proj}, norm2, mlp.{fc1,

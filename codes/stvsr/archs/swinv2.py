@@ -1,4 +1,4 @@
-"""Swin-V2 reconstruction body used by MSITF (the modified ``Swin2SR``, ``specs/models.md`` section 6.3 step 7).
+"""Swin-V2 reconstruction body used by MSITF (the modified ``Swin2SR``; docs/models.md, MSITF).
 
 Differences from STDAN's Swin body (:mod:`stvsr.archs.swin`), all from Swin Transformer V2 / Swin2SR:
 

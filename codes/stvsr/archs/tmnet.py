@@ -1,4 +1,4 @@
-"""TMNet (CVPR 2021): ``TMNet`` (``specs/models.md`` appendix A.1), Zooming Slow-Mo with controllable time.
+"""TMNet (CVPR 2021): ``TMNet`` (docs/models.md, TMNet), Zooming Slow-Mo with controllable time.
 
 TMNet is the Zooming Slow-Mo network (``stvsr.archs.zsm``, whose blocks it uses unchanged: RBs, pyramid, the
 two-branch ``PCD_Align``, the bidirectional deformable ConvLSTM, the x4 head) plus:
@@ -26,7 +26,8 @@ Calls:
 H and W must be multiples of 4 (quirk 4, FIX: the official try/except reshape silently mis-shapes sizes
 that are 2 mod 4; the evaluator and ``stvsr-infer`` pad). With the official settings (``nf=64, nframes=7,
 groups=8, front_RBs=5, back_RBs=40``) it has 12,263,523 parameters and the 482 ``state_dict`` keys of
-``specs/keys/tmnet.txt`` (ZSM's 416, then 42 TMB keys inside ``pcd_align``, then 24 LFC keys at the end).
+the official key list (tests/data/keys/tmnet.txt: ZSM's 416, then 42 TMB keys inside ``pcd_align``, then 24 LFC
+keys at the end).
 The official code hard-codes 64 channels in the TMBs and LFC (so nf must be 64 there); here they follow
 ``nf`` and ``groups``, which is the same model at the official settings and lets tests use tiny widths.
 

@@ -1,4 +1,4 @@
-"""Zooming Slow-Mo (CVPR 2020): ``LunaTokis`` (``specs/models.md`` section 3).
+"""Zooming Slow-Mo (CVPR 2020): ``LunaTokis`` (docs/models.md).
 
 (B, N, 3, H, W) RGB in [0, 1] -> (B, 2N-1, 3, 4H, 4W), frames [F0, I0.5, F1, ..., F(N-1)]; H and W
 multiples of 4; any N >= 2. With the official settings (``nf=64, groups=8, front_RBs=5, back_RBs=40``) it

@@ -1,6 +1,6 @@
 """``Adobe240``: windows of consecutive high-frame-rate frames with time stamps (TMNet stage 2).
 
-TMNet's second stage (``specs/models.md`` A.1) trains on Adobe240fps: 7 consecutive 240-fps frames, the first
+TMNet's second stage (docs/models.md, TMNet) trains on Adobe240fps: 7 consecutive 240-fps frames, the first
 and the last as the low-resolution inputs, all 7 as GT, and the time stamps of the 5 frames between them,
 t = 1/6 .. 5/6. The official code reads pre-grouped 7-frame LMDBs (HR 360x640, LR 90x160, both BI from the
 raw frames); this dataset reads folders of frames directly::

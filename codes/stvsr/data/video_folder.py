@@ -11,7 +11,7 @@ Two ways to read:
   the frames of the current window (long clips never sit in memory whole);
 - ``dataset[i]`` returns one item as a sample dict. Without ``window`` an item is a whole clip
   (``LQs`` and ``GT`` hold every frame); with ``window: 7`` an item is a 7-frame window of the full protocol
-  (``specs/evaluation.md`` section 4: starts 0, 6, 12, ... and a final window ending on the last frame),
+  (docs/evaluation.md: starts 0, 6, 12, ... and a final window ending on the last frame),
   ``LQs`` its frames 0, 2, 4, 6 and ``GT`` all 7, plus ``'start'`` (the first frame's index).
 """
 

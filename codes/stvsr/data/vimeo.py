@@ -1,6 +1,7 @@
 """Vimeo-90K septuplet datasets: ``Vimeo7`` (training, the official pipeline) and ``VimeoTest`` (split lists).
 
-``Vimeo7`` follows ``specs/models.md`` section 2.9 and accepts the official ``datasets.train`` block::
+``Vimeo7`` is the official Vimeo-90K septuplet pipeline (docs/data.md) and accepts the official
+``datasets.train`` block::
 
     mode: Vimeo7
     dataroot_GT: .../vimeo7_train_GT.lmdb   # or the sequences/ folder

@@ -87,7 +87,7 @@ def modulated_deform_conv2d(
     *,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Modulated deformable convolution (DCNv2), ``specs/models.md`` section 1.
+    """Modulated deformable convolution (DCNv2), as docs/backends.md defines it.
 
     Args:
         input: (B, C, H, W).

@@ -192,7 +192,7 @@ class DCNSepBounded(DCNSep):
     """MSITF's ``DCN_sep`` (mmcv-style class over ``torchvision.ops.deform_conv2d``): as ``DCNSep`` with the
     offset conv named ``conv_offset`` (zero-initialised) and offsets ``offset_bound * tanh(.)``, 10 by default.
 
-    Main weight uniform +-1/sqrt(C*kh*kw), bias 0, as ``DCNSep`` (``specs/models.md`` section 1.3).
+    Main weight uniform +-1/sqrt(C*kh*kw), bias 0, as ``DCNSep`` (docs/backends.md).
     """
 
     offset_conv_name = "conv_offset"

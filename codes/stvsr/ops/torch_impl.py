@@ -1,7 +1,7 @@
 """Pure PyTorch deformable sampling and convolution: the backend that runs everywhere and that
 ``torch.compile`` can fuse.
 
-It is the formulation of ``specs/models.md`` section 1.1: one ``F.grid_sample`` (bilinear, zeros
+It is the formulation of docs/backends.md ("What the operation computes"): one ``F.grid_sample`` (bilinear, zeros
 padding) over the (B x groups) channel groups for all kernel taps at once, times the mask, then one
 matrix product with the weight. Sampling follows the spec exactly: pixel centres at integers, a
 corner outside the image contributes 0, a sample with y <= -1, y >= H, x <= -1 or x >= W (or at a

@@ -1,6 +1,6 @@
 """Losses, registered in :data:`stvsr.registry.LOSSES`, and the training objective built from ``train.losses``.
 
-``cb`` is the Zooming Slow-Mo Charbonnier loss (``specs/models.md`` 2.7): the **sum** over every element of
+``cb`` is the Zooming Slow-Mo Charbonnier loss (docs/training.md): the **sum** over every element of
 ``sqrt((x - y)^2 + eps)`` with ``eps = 1e-6`` under the square root; ``reduction='mean'`` is an option.
 ``l1`` and ``l2`` default to the mean, as ``nn.L1Loss`` / ``nn.MSELoss`` in the official code. ``vgg`` is the
 VGG19 perceptual loss (:mod:`stvsr.train.perceptual`).

@@ -1,4 +1,4 @@
-"""VGG19 perceptual (feature) loss from a local weights file (STARnet's ``l_feat``, ``specs/models.md`` 7.6).
+"""VGG19 perceptual (feature) loss from a local weights file (STARnet's ``l_feat``; docs/training.md).
 
 ``VGGFeatureLoss(weights_path)(x, y)``: x, y RGB in [0, 1] with any leading dimensions (..., 3, H, W); both are
 ImageNet-normalised inside (mean .485/.456/.406, std .229/.224/.225, as STARnet's inputs and targets are), go
