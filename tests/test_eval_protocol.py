@@ -118,3 +118,23 @@ def test_time_factor_windows_feed_every_kth_frame() -> None:
     with pytest.raises(ValueError, match="time_factor"):
         Protocol(time_factor=1)
     assert "time_factor=6" in adobe.describe() and "time_factor" not in Protocol().describe()
+
+
+def test_protocol_lists_every_problem_at_once() -> None:
+    """One error (an OptionsError: a ValueError) with every problem: unknown keys and values out of range; a
+    setting that depends on a wrong one (time_factor on a bad window, tile_overlap on a bad tile) is not judged."""
+    from stvsr.schema import OptionsError
+
+    bad = {"time_factor": 0, "window": 0, "stride": 0, "tile": 0, "crop_border": -1, "pad_multiple": 0, "colour": "y"}
+    with pytest.raises(OptionsError) as info:
+        Protocol.from_dict(bad)
+    problems = info.value.problems
+    assert len(problems) == 7 and str(info.value).startswith("7 problems")
+    for key in ("time_factor = 0", "window = 0", "stride = 0", "tile = 0", "crop_border = -1", "pad_multiple = 0"):
+        assert any(p.startswith(f"protocol.{key}:") for p in problems), key
+    assert any("protocol.colour: unknown key. Did you mean 'color'" in p for p in problems)
+    with pytest.raises(OptionsError, match="tile_overlap = 8: must be smaller than tile = 8"):
+        Protocol(tile=8, tile_overlap=8)
+    with pytest.raises(OptionsError, match=r"stride = 7: must be between 1 and window - 1 = 6"):
+        Protocol(stride=7)
+    assert Protocol.from_dict({"window": 9, "stride": 8, "time_factor": 4}).window == 9

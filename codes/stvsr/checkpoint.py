@@ -209,14 +209,70 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> None:
         torch.save(state, tmp)
 
 
+class NotACheckpointError(StvsrError, ValueError):
+    """A file given as a checkpoint that ``torch.load`` cannot read (empty, truncated, text, ...); the message
+    says which and why."""
+
+
+TEXT_BYTES = 256  # read to tell a text file from a damaged binary one
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end of the sample is still text
+        if exc.start < len(head) - 3:
+            return False
+    return True
+
+
+def probe_checkpoint(path: str | os.PathLike) -> Any:
+    """Load ``path`` once as ``torch.load`` does (``weights_only``; memory-mapped for the zip format, so cheap)
+    and return what it holds; None for a file that only loads with ``weights_only=False`` (it pickles other
+    Python objects: :func:`load_official` says how to load a trusted one). A file that is not a PyTorch
+    checkpoint at all raises :class:`NotACheckpointError`: ``checkpoint X: not a PyTorch checkpoint (empty file
+    / truncated or damaged / a text file / ...)``."""
+    path = Path(path)
+
+    def refuse(reason: str) -> NotACheckpointError:
+        return NotACheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({reason})")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(TEXT_BYTES)
+    except OSError as exc:
+        raise NotACheckpointError(f"checkpoint {path}: cannot be read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise refuse("an empty file: 0 bytes")
+    is_zip = head.startswith(b"PK\x03\x04")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):  # a real pickle of other objects: for load_official to explain
+            return None
+        error: Exception = exc
+    except Exception as exc:  # noqa: BLE001 -- every way torch.load fails is classified below
+        error = exc
+    if _looks_like_text(head):
+        first = head.decode("utf-8", "replace").strip().splitlines()[0][:40] if head.strip() else ""
+        raise refuse(f"a text file{f', starting {first!r}' if first else ''}")
+    if is_zip or isinstance(error, EOFError) or (head.startswith(b"\x80") and isinstance(error, RuntimeError)):
+        raise refuse(f"truncated or damaged: {size:,} bytes that end before its data does")
+    if isinstance(error, pickle.UnpicklingError):
+        raise refuse(f"{size:,} bytes that are not what torch.save writes")
+    detail = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+    raise refuse(f"torch.load cannot read it: {detail}")
+
+
 def saved_network(path: str | os.PathLike) -> dict | None:
     """The ``network_G`` a checkpoint of the trainer carries (``network_G``; ``options.network_G`` in older ones),
-    so that the checkpoint alone rebuilds its model; None for other files (official weights) and for files that
-    do not load (:func:`load_official` then says why)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 -- not a trainer checkpoint; the weights loader reports real problems
-        return None
+    so that the checkpoint alone rebuilds its model; None for other checkpoints (official weights, files that
+    load only with ``weights_only=False``). A file that is not a checkpoint raises :class:`NotACheckpointError`
+    (:func:`probe_checkpoint`)."""
+    obj = probe_checkpoint(path)
     if not isinstance(obj, dict):
         return None
     network = obj.get("network_G")

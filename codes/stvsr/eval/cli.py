@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from stvsr.atomic import atomic_write
-from stvsr.device import default_device
+from stvsr.device import DeviceError, resolve_device
+from stvsr.errors import StvsrError
+from stvsr.outputs import check_writable_folder, describe_write_error
 from stvsr.runner import ModelFacts
+from stvsr.schema import OptionsError, folder_name_problem
+from stvsr.signals import raise_on_stop_signals, stop_exit_code, stop_name
 
 from .evaluator import EvalError, EvaluationStopped, check_clips, check_frames_decode, evaluate_clips
 from .model_setup import TEST_SCHEMA, build_model, choose_network, load_yaml, model_help
@@ -107,19 +111,44 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     if not dataset.get("dataroot_GT"):
         raise EvalError("no GT: give --dataroot_GT or datasets.test.dataroot_GT (a folder of clip folders)")
     save = args.save_images if args.save_images is not None else bool(opt.get("save_images", False))
-    name = args.name or opt.get("name") or f"{network['which_model_G']}_{dataset.get('name') or 'test'}"
     return {
-        "name": str(name),
+        "name": run_name(args.name, opt.get("name"), f"{network['which_model_G']}_{dataset.get('name') or 'test'}"),
         "dataset": dataset,
         "network": network,
         "checkpoint": paths.get("pretrain_model_G"),
         "strict": bool(paths.get("strict_load", True)),
         "results_root": Path(paths.get("results_root") or "experiments/results"),
-        "protocol": Protocol.from_dict(protocol),
+        "protocol": protocol_of(protocol),
         "save_images": save,
-        "device": args.device or opt.get("device") or default_device(),
+        "device": device_of(args.device, opt.get("device")),
         "progress": not args.no_progress,
     }
+
+
+def run_name(flag: str | None, option: str | None, default: str) -> str:
+    """The run's name (``--name``, else the YAML's ``name``, else ``default``): results go to
+    ``<results_root>/<name>/``, so it must be one folder name (not '', '..', 'a/b')."""
+    name, what = (flag, "--name") if flag is not None else (option, "name") if option else (default, "name")
+    problem = folder_name_problem(name)
+    if problem:
+        raise EvalError(f"{what} {name!r}: {problem} (results go to <results_root>/<name>/)")
+    return str(name)
+
+
+def protocol_of(options: Mapping[str, Any]) -> Protocol:
+    """The protocol of the YAML's ``protocol:`` and the flags; one :class:`EvalError` lists every problem."""
+    try:
+        return Protocol.from_dict(options)
+    except OptionsError as exc:
+        raise EvalError(str(exc)) from None
+
+
+def device_of(flag: str | None, option: str | None) -> Any:
+    """``--device`` (else the YAML's ``device``, else the default), checked to exist here."""
+    try:
+        return resolve_device(flag or option, "--device" if flag else "device")
+    except DeviceError as exc:
+        raise EvalError(str(exc)) from None
 
 
 def build_clips(settings: Mapping[str, Any]) -> list[Any]:
@@ -186,20 +215,32 @@ def _report_found(root: Path, clips: list[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the evaluation; SIGINT (Ctrl-C), SIGTERM and SIGHUP alike stop it, keep what was scored as a partial
+    report and exit with 128 + the signal's number."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    with raise_on_stop_signals():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    out_dir, created = None, False
     try:
         settings = resolve(args)
+        out_dir = settings["results_root"] / settings["name"]
+        created = not out_dir.exists()
+        check_writable_folder(out_dir, "--results_root")  # before any work: a read-only or full disk, a file
         model = build_model(settings).to(settings["device"])
         clips = build_clips(settings)
-    except EvalError as exc:
+    except StvsrError as exc:
+        _remove_if_created(out_dir, created)
         print(f"test.py: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("test.py: interrupted before the first clip (nothing scored)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _remove_if_created(out_dir, created)
+        print(f"test.py: stopped by {stop_name(exc)} before the first clip (nothing scored)", file=sys.stderr)
+        return stop_exit_code(exc)
     protocol: Protocol = settings["protocol"]
-    out_dir = settings["results_root"] / settings["name"]
     arch = type(model).__name__
     label = f"{arch} ({settings['network']['which_model_G']}), checkpoint {settings['checkpoint'] or 'none'}"
     logger.info("protocol: %s", protocol.describe(ModelFacts.of(model).size_multiple))
@@ -220,11 +261,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvalError as exc:
         print(f"test.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # before the first window
+        print(f"test.py: stopped by {stop_name(exc)} before the first clip (nothing scored)", file=sys.stderr)
+        return stop_exit_code(exc)
     stem = f"{settings['name']}_{protocol.tail}"
     if stopped is not None:
         stem += "_partial"
         if not results.frames:
-            print(f"test.py: error: {stopped} (nothing was scored)", file=sys.stderr)
+            print(f"test.py: {_stop_line(stopped)} (nothing was scored)", file=sys.stderr)
             return stopped.exit_code
     report = results.report()
     if stopped is not None:
@@ -232,10 +276,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nPARTIAL: {len(results.clips())} of {len(clips)} clips (the last maybe in part); stopped: {stopped}"
         )
     print(report)
-    csv_path = results.write_csv(out_dir / f"{stem}.csv")
-    atomic_write(out_dir / f"{stem}.txt", report + "\n")
+    failed = 2 if stopped is None else stopped.exit_code
+    csv_path, txt_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.txt"
+    target = csv_path
+    try:
+        results.write_csv(csv_path)
+        target = txt_path
+        atomic_write(txt_path, report + "\n")
+    except OSError as exc:  # the disk filled during the run: the report is above, say what is missing
+        done = f"; the per-frame CSV {csv_path} was written" if target == txt_path else ""
+        print(f"test.py: error: {describe_write_error(exc, target)} (the report is printed above{done})",
+              file=sys.stderr)  # fmt: skip
+        return failed
+    except KeyboardInterrupt as exc:
+        print(f"test.py: stopped by {stop_name(exc)} while writing {target} (the report is printed above)",
+              file=sys.stderr)  # fmt: skip
+        return stop_exit_code(exc)
     print(f"per-frame CSV: {csv_path} ({time.time() - start:.1f} s)")
     if stopped is not None:
-        print(f"test.py: error: {stopped}", file=sys.stderr)
+        print(f"test.py: {_stop_line(stopped)}; partial report kept: {txt_path}, {csv_path}", file=sys.stderr)
         return stopped.exit_code
     return 0
+
+
+def _stop_line(stopped: EvaluationStopped) -> str:
+    return f"{stopped}" if stopped.signal else f"error: {stopped}"
+
+
+def _remove_if_created(folder: Path | None, created: bool) -> None:
+    """Remove the results folder the write probe created when the run stops before writing into it."""
+    if folder is not None and created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or already gone
+            pass

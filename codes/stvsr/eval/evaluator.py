@@ -19,18 +19,23 @@ import torch
 from torch import nn
 
 from stvsr.errors import StvsrError
+from stvsr.outputs import describe_write_error
 from stvsr.runner import ModelFacts, time_factor_forward, window_forward
+from stvsr.signals import stop_exit_code, stop_name
 
 from .metrics import calculate_psnr, calculate_ssim, quantize
 from .protocol import Protocol, Results, plan_windows
 
 logger = logging.getLogger(__name__)
 
+SSIM_WINDOW = 11  # the side of SSIM's Gaussian window (stvsr.eval.metrics): what a crop must leave
+
 __all__ = [
     "EvalError",
     "EvaluationStopped",
     "check_clips",
     "check_frames_decode",
+    "crop_border_problem",
     "evaluate_clips",
     "keep_scored",
     "protocol_forward",
@@ -43,13 +48,15 @@ class EvalError(StvsrError, RuntimeError):
 
 
 class EvaluationStopped(EvalError):
-    """The evaluation stopped part-way (a frame that fails to decode, Ctrl-C): ``results`` holds what was scored,
-    ``exit_code`` is 2 (data) or 130 (interrupted)."""
+    """The evaluation stopped part-way (a frame that fails to decode, a write that fails, a stop signal):
+    ``results`` holds what was scored; ``exit_code`` is 2 (data, disk) or 128 + the signal's number (130 for
+    Ctrl-C / SIGINT, 143 for SIGTERM, 129 for SIGHUP); ``signal`` is the signal's name, '' for other causes."""
 
-    def __init__(self, message: str, results: Results, exit_code: int = 2) -> None:
+    def __init__(self, message: str, results: Results, exit_code: int = 2, signal: str = "") -> None:
         super().__init__(message)
         self.results = results
         self.exit_code = exit_code
+        self.signal = signal
 
 
 def check_frames_decode(clips: Sequence[Any], progress: bool = True, shown: int = 10) -> None:
@@ -82,6 +89,7 @@ def check_clips(clips: Sequence[Any], protocol: Protocol) -> None:
     from stvsr.data.io import image_shape
 
     problems = []
+    cropped: dict[tuple[int, int], list[str]] = {}  # frame size -> the clips that crop_border does not fit
     for clip in clips:
         if len(clip) < protocol.window:
             problems.append(f"clip '{clip.name}': {len(clip)} frames, fewer than the window of {protocol.window}")
@@ -97,6 +105,8 @@ def check_clips(clips: Sequence[Any], protocol: Protocol) -> None:
         if h < clip.scale or w < clip.scale:
             problems.append(f"clip '{clip.name}': GT {w}x{h} (W x H) is smaller than the scale {clip.scale}")
             continue
+        if crop_border_problem(protocol.crop_border, h, w):
+            cropped.setdefault((h, w), []).append(clip.name)
         expected = (h // clip.scale, w // clip.scale)
         for path in clip.lq_paths or []:
             got = image_shape(path)[:2]
@@ -106,8 +116,28 @@ def check_clips(clips: Sequence[Any], protocol: Protocol) -> None:
                     f"{w}x{h}, so LR must be {expected[1]}x{expected[0]} at x{clip.scale}"
                 )
                 break
+    for (h, w), names in cropped.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        problems.append(f"clip(s) {shown}: {crop_border_problem(protocol.crop_border, h, w)}")
     if problems:
+        if len(problems) == 1:
+            raise EvalError(f"test data is not usable: {problems[0]}")
         raise EvalError("test data is not usable:\n  " + "\n  ".join(problems))
+
+
+def crop_border_problem(crop_border: int, height: int, width: int) -> str | None:
+    """Why ``crop_border`` cannot be used on HR frames of ``height`` x ``width`` (what is left after cropping
+    must hold SSIM's 11 x 11 window), or None."""
+    if crop_border <= 0:
+        return None
+    left_h, left_w = height - 2 * crop_border, width - 2 * crop_border
+    if min(left_h, left_w) >= SSIM_WINDOW:
+        return None
+    largest = max((min(height, width) - SSIM_WINDOW) // 2, 0)
+    return (
+        f"protocol.crop_border {crop_border} leaves {max(left_w, 0)}x{max(left_h, 0)} (W x H) of the {width}x{height} "
+        f"GT frames; SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW}: use a crop_border <= {largest}"
+    )
 
 
 def score_frame(output: np.ndarray, gt: np.ndarray, crop_border: int = 0) -> dict[str, float]:
@@ -193,17 +223,38 @@ def evaluate_clips(
 
 @contextlib.contextmanager
 def keep_scored(results: Results, total: int) -> Iterator[None]:
-    """Ctrl-C or a frame that fails to decode inside the block becomes :class:`EvaluationStopped` carrying
-    ``results`` (what was scored so far, out of ``total`` clips), so that the caller writes a partial report."""
+    """A stop signal (SIGINT / Ctrl-C, SIGTERM, SIGHUP: :mod:`stvsr.signals`), a frame that fails to decode or a
+    write that fails (``--save_images`` on a full disk) inside the block becomes :class:`EvaluationStopped`
+    carrying ``results`` (what was scored so far, out of ``total`` clips), so that the caller writes a partial
+    report."""
     from stvsr.data.io import DataError
 
     try:
         yield
-    except KeyboardInterrupt:
-        done = len(results.clips())
-        raise EvaluationStopped(f"interrupted (Ctrl-C) after {done} of {total} clips", results, 130) from None
+    except KeyboardInterrupt as exc:
+        done, name = len(results.clips()), stop_name(exc)
+        how = "Ctrl-C, SIGINT" if name == "SIGINT" else name
+        raise EvaluationStopped(
+            f"stopped by a signal ({how}) after {done} of {total} clips", results, stop_exit_code(exc), name
+        ) from None
     except DataError as exc:  # keep what was scored, name the frame
         raise EvaluationStopped(str(exc), results, 2) from None
+    except SavedImageError as exc:
+        raise EvaluationStopped(str(exc), results, 2) from None
+
+
+class SavedImageError(EvalError):
+    """An output frame of ``--save_images`` could not be written (a full disk, ...); the message says which."""
+
+
+def _save_image(path: Path, rgb: np.ndarray) -> None:
+    """Write one output frame (atomically: a failed write leaves no temporary); :class:`SavedImageError`."""
+    from stvsr.data.io import write_image
+
+    try:
+        write_image(path, rgb)
+    except OSError as exc:
+        raise SavedImageError(f"--save_images: {describe_write_error(exc, path)}") from None
 
 
 def _evaluate(
@@ -233,9 +284,7 @@ def _evaluate(
                     raise EvalError(f"clip '{clip.name}' frame {names[t]}: output {out[pos].shape} vs GT {gt.shape}")
                 results.add(clip.name, t, names[t], window.start, score_frame(out[pos], gt, protocol.crop_border))
                 if save_dir is not None:
-                    from stvsr.data.io import write_image
-
-                    write_image(Path(save_dir) / clip.name / f"{Path(names[t]).stem}.png", out[pos])
+                    _save_image(Path(save_dir) / clip.name / f"{Path(names[t]).stem}.png", out[pos])
             if bar is not None:
                 bar.update(1)
         m = results.clip_mean(clip.name)

@@ -28,6 +28,7 @@ __all__ = [
     "OPT_STR",
     "TEST_SCHEMA",
     "build_model",
+    "checkpoint_network",
     "choose_network",
     "load_yaml",
     "model_help",
@@ -141,14 +142,15 @@ def choose_network(
     and for no model at all, a trainer ``checkpoint`` (which carries its ``network_G``) gives the settings; else
     ``--model`` takes the official ones."""
     from stvsr.archs import ARCHS, official_network
-    from stvsr.checkpoint import saved_network
 
-    saved = saved_network(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
+    if model and network and network.get("which_model_G") not in (None, model):
+        network = {}  # another model than the YAML's: its network_G and checkpoint no longer apply
+        if paths.pop("pretrain_model_G", None) == checkpoint:
+            checkpoint = None  # the YAML's weights (a --checkpoint is kept)
+        opt.pop("name", None)
+    # probed once, now (a file that is not a checkpoint is said here); a missing one is said when it is loaded
+    saved = checkpoint_network(checkpoint) if checkpoint and Path(checkpoint).expanduser().exists() else None
     if model:
-        if network and network.get("which_model_G") not in (None, model):
-            network = {}  # another model than the YAML's: its network_G and checkpoint no longer apply
-            paths.pop("pretrain_model_G", None)
-            opt.pop("name", None)
         if not network:
             try:
                 canonical = ARCHS.canonical(model)
@@ -166,13 +168,32 @@ def choose_network(
     elif not network.get("which_model_G") and saved is not None:
         network = saved
     if not network.get("which_model_G"):
+        if checkpoint:
+            checkpoint_network(checkpoint)  # no such file: that, rather than "no model"
         raise EvalError("no model: give --model (e.g. bicubic, zsm, stdan) or -opt with network_G.which_model_G")
     return network
 
 
+def checkpoint_network(checkpoint: str) -> dict[str, Any] | None:
+    """Probe the ``checkpoint`` file once, before anything is built: the ``network_G`` a trainer checkpoint
+    carries (None for other checkpoints); :class:`EvalError` when it does not exist or is not a PyTorch checkpoint
+    (empty, truncated, text, ...)."""
+    from stvsr.checkpoint import NotACheckpointError, saved_network
+
+    file = Path(checkpoint).expanduser()
+    if not file.exists():
+        raise EvalError(f"checkpoint {checkpoint}: no such file")
+    if not file.is_file():
+        raise EvalError(f"checkpoint {checkpoint}: not a file (give the .pth file, not its folder)")
+    try:
+        return saved_network(file)
+    except NotACheckpointError as exc:
+        raise EvalError(str(exc)) from None
+
+
 def build_model(settings: Mapping[str, Any]) -> torch.nn.Module:
     from stvsr.archs import build_arch
-    from stvsr.checkpoint import CheckpointMismatchError, load_official
+    from stvsr.checkpoint import CheckpointMismatchError, NonFiniteWeightsError, load_official
 
     try:
         model = build_arch(settings["network"])
@@ -182,8 +203,7 @@ def build_model(settings: Mapping[str, Any]) -> torch.nn.Module:
     ckpt = settings["checkpoint"]
     n_params = sum(p.numel() for p in model.parameters())
     if ckpt:
-        if not Path(ckpt).is_file():
-            raise EvalError(f"checkpoint {ckpt}: no such file")
+        checkpoint_network(ckpt)  # no such file, or not a checkpoint: said as every command says it
         try:
             load_official(model, ckpt, strict=settings["strict"])
         except CheckpointMismatchError as exc:
@@ -191,6 +211,10 @@ def build_model(settings: Mapping[str, Any]) -> torch.nn.Module:
                 f"checkpoint {ckpt} does not fit {arch} with this network_G (a checkpoint for another "
                 f"architecture or other settings?):\n{exc}"
             ) from None
+        except NonFiniteWeightsError as exc:
+            raise EvalError(f"checkpoint {exc}") from None
+        except ValueError as exc:  # no state_dict in it, or it loads only with weights_only=False
+            raise EvalError(f"checkpoint {exc}") from None
     elif n_params:
         raise EvalError(f"{arch} has {n_params:,} parameters but no checkpoint was given: use --checkpoint")
     return model

@@ -25,6 +25,7 @@ from typing import Any
 from stvsr.atomic import atomic_write
 from stvsr.registry import did_you_mean
 from stvsr.runner import DEFAULT_OVERLAP, PAD_MODES, window_starts
+from stvsr.schema import OptionsError
 
 __all__ = [
     "METRICS",
@@ -72,57 +73,81 @@ class Protocol:
     time_factor: int = 2
 
     def __post_init__(self) -> None:
-        def bad(key: str, why: str) -> None:
-            raise ValueError(f"protocol.{key} = {getattr(self, key)!r}: {why}")
+        problems = self.problems()
+        if problems:
+            raise OptionsError(problems=problems)
 
-        if self.color not in COLORS:
-            bad("color", f"use one of {', '.join(COLORS)}")
-        if self.tail not in TAILS:
-            bad("tail", f"use one of {', '.join(TAILS)}")
-        if self.pad_mode not in PAD_MODES:
-            bad("pad_mode", f"use one of {', '.join(PAD_MODES)}")
-        if self.degradation not in DEGRADATIONS:
-            bad("degradation", f"use one of {', '.join(DEGRADATIONS)}")
-        for key in ("crop_border", "window", "stride", "scale", "time_factor"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                bad(key, "expected a non-negative integer")
-        if self.window < 3 or self.window % 2 == 0:
-            bad("window", "must be odd and >= 3 (the network sees its even frames)")
-        if self.time_factor < 2 or (self.window - 1) % self.time_factor:
+    def problems(self) -> list[str]:
+        """Every setting out of range, each as ``protocol.KEY = VALUE: why`` (a setting that depends on another
+        one that is already wrong is not judged)."""
+        problems: list[str] = []
+
+        def bad(key: str, why: str) -> None:
+            problems.append(f"protocol.{key} = {getattr(self, key)!r}: {why}")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for key, choices in (("color", COLORS), ("tail", TAILS), ("pad_mode", PAD_MODES),
+                             ("degradation", DEGRADATIONS)):  # fmt: skip
+            if getattr(self, key) not in choices:
+                bad(key, f"use one of {', '.join(choices)}")
+        if not is_int(self.crop_border) or self.crop_border < 0:
+            bad("crop_border", "expected a non-negative integer (pixels removed on each side before scoring)")
+        window_ok = is_int(self.window) and self.window >= 3 and self.window % 2 == 1
+        if not window_ok:
+            bad("window", "expected an odd integer >= 3 (HR frames per window; the network sees its even frames)")
+        if not is_int(self.time_factor) or self.time_factor < 2:
+            bad("time_factor", "expected an integer >= 2 (the network sees every time_factor-th frame of a window)")
+        elif window_ok and (self.window - 1) % self.time_factor:
             bad(
                 "time_factor",
-                f"must be >= 2 and divide window - 1 = {self.window - 1} (the network sees every "
-                "time_factor-th frame of a window, the first and the last included)",
+                f"must divide window - 1 = {self.window - 1} (the network sees every time_factor-th frame of a "
+                "window, the first and the last included)",
             )
-        if not 1 <= self.stride <= self.window - 1:
+        if not is_int(self.stride) or self.stride < 1:
+            bad("stride", "expected a positive integer (frames between the first frames of successive windows)")
+        elif window_ok and self.stride > self.window - 1:
             bad("stride", f"must be between 1 and window - 1 = {self.window - 1}")
-        if self.scale < 1:
-            bad("scale", "must be >= 1")
-        if self.pad_multiple is not None and (not isinstance(self.pad_multiple, int) or self.pad_multiple < 1):
+        if not is_int(self.scale) or self.scale < 1:
+            bad("scale", "expected a positive integer")
+        if self.pad_multiple is not None and (not is_int(self.pad_multiple) or self.pad_multiple < 1):
             bad("pad_multiple", "expected a positive integer or null (the model's size_divisor)")
-        if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 1):
+        tile_ok = self.tile is None or (is_int(self.tile) and self.tile >= 1)
+        if not tile_ok:
             bad("tile", "expected a positive number of LR pixels or null (no tiling)")
-        if not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
+        if not is_int(self.tile_overlap) or self.tile_overlap < 0:
             bad("tile_overlap", "expected a non-negative integer (LR pixels)")
-        if self.tile is not None and self.tile_overlap >= self.tile:
+        elif self.tile is not None and tile_ok and self.tile_overlap >= self.tile:
             bad("tile_overlap", f"must be smaller than tile = {self.tile}")
         if not isinstance(self.self_ensemble, bool):
             bad("self_ensemble", "expected true or false")
+        if not isinstance(self.lr_source, str):
+            bad("lr_source", "expected a text")
+        return problems
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any] | None) -> Protocol:
-        """Build from an options mapping; an unknown key is an error naming the nearest valid one."""
+        """Build from an options mapping; one :class:`~stvsr.schema.OptionsError` (a ``ValueError``) lists every
+        problem: unknown keys (each naming the nearest valid one) and values out of range."""
         options = dict(options or {})
         names = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
+        problems = []
+        for key in list(options):
             if key not in names:
                 hint = did_you_mean(key, names)
-                raise ValueError(f"protocol.{key}: unknown key.{hint} Valid keys: {', '.join(names)}")
+                problems.append(f"protocol.{key}: unknown key.{hint} Valid keys: {', '.join(names)}")
+                del options[key]
         degradation = options.get("degradation")
         if isinstance(degradation, str):
             options["degradation"] = "folder" if degradation.lower() == "folder" else degradation.upper()
-        return cls(**options)
+        try:
+            protocol = cls(**options)
+        except OptionsError as exc:
+            problems += exc.problems
+        if problems:
+            raise OptionsError(problems=problems)
+        return protocol
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,11 +20,21 @@ from typing import Any
 import torch
 
 from stvsr.atomic import atomic_write
-from stvsr.device import default_device
+from stvsr.errors import StvsrError
+from stvsr.outputs import check_writable_folder, describe_write_error
 from stvsr.runner import ModelFacts
 from stvsr.schema import Key, OptionsError, repo_root, resolve_path
+from stvsr.signals import raise_on_stop_signals, stop_exit_code, stop_name
 
-from .evaluator import EvalError, EvaluationStopped, keep_scored, protocol_forward, score_frame
+from .cli import device_of, protocol_of, run_name
+from .evaluator import (
+    EvalError,
+    EvaluationStopped,
+    crop_border_problem,
+    keep_scored,
+    protocol_forward,
+    score_frame,
+)
 from .metrics import quantize
 from .model_setup import MODEL_SCHEMA, NONE, OPT_STR, build_model, choose_network, load_yaml, model_help
 from .protocol import Protocol, Results
@@ -117,15 +127,15 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         if not Path(lists[split]).is_file():
             raise EvalError(f"split '{split}': list file {lists[split]} not found (set --list_dir or datasets.lists)")
     return {
-        "name": args.name or opt.get("name") or f"{network['which_model_G']}_Vimeo",
+        "name": run_name(args.name, opt.get("name"), f"{network['which_model_G']}_Vimeo"),
         "data": data,
         "lists": {s: lists[s] for s in splits},
         "network": network,
         "checkpoint": paths.get("pretrain_model_G"),
         "strict": bool(paths.get("strict_load", True)),
         "results_root": Path(args.results_root or paths.get("results_root") or "experiments/results"),
-        "protocol": Protocol.from_dict(protocol),
-        "device": args.device or opt.get("device") or default_device(),
+        "protocol": protocol_of(protocol),
+        "device": device_of(args.device, opt.get("device")),
         "progress": not args.no_progress,
     }
 
@@ -218,23 +228,52 @@ def nothing_found(settings: dict[str, Any], splits: dict[str, tuple[Any, int]]) 
     )
 
 
+def check_crop_border(splits: dict[str, tuple[Any, int]], protocol: Protocol) -> None:
+    """``protocol.crop_border`` against the GT frame size (of the first clip on disk), before any network call."""
+    if protocol.crop_border <= 0:
+        return
+    for dataset, _ in splits.values():
+        if dataset is not None and len(dataset):
+            height, width = dataset[0]["GT"].shape[-2:]
+            problem = crop_border_problem(protocol.crop_border, int(height), int(width))
+            if problem:
+                raise EvalError(problem)
+            return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the evaluation; SIGINT (Ctrl-C), SIGTERM and SIGHUP alike stop it, keep what was scored as a partial
+    table and exit with 128 + the signal's number."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    with raise_on_stop_signals():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    out_dir, created = None, False
     try:
         settings = resolve(args)
+        out_dir = settings["results_root"] / settings["name"]
+        created = not out_dir.exists()
+        check_writable_folder(out_dir, "--results_root")  # before any work: a read-only or full disk, a file
         model = build_model(settings).to(settings["device"]).eval()
         splits = {s: build_split(settings, s) for s in settings["lists"]}  # every list checked before running
         if all(dataset is None for dataset, _ in splits.values()):
             raise EvalError(nothing_found(settings, splits))
-    except EvalError as exc:
+        check_crop_border(splits, settings["protocol"])
+    except StvsrError as exc:
+        _remove_if_created(out_dir, created)
         print(f"test_vimeo.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        _remove_if_created(out_dir, created)
+        print(f"test_vimeo.py: stopped by {stop_name(exc)} before the first clip (nothing scored)", file=sys.stderr)
+        return stop_exit_code(exc)
     network, checkpoint = settings["network"]["which_model_G"], settings["checkpoint"] or "none"
     label = f"{type(model).__name__} ({network}), checkpoint {checkpoint}"
-    out_dir = settings["results_root"] / settings["name"]
     start = time.time()
-    rows, parts = [], []
+    rows, parts, written, failed = [], [], [], []
     stopped, partial = None, ""
     for split in [s for s in TABLE_ORDER if s in splits]:
         dataset, missing = splits[split]
@@ -255,14 +294,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         except EvalError as exc:
             print(f"test_vimeo.py: error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt as exc:  # between two splits
+            stopped = EvaluationStopped(
+                f"stopped by a signal ({stop_name(exc)}) before split {split}",
+                Results(settings["protocol"]),
+                stop_exit_code(exc),
+                stop_name(exc),
+            )
+            partial = f"PARTIAL: split {split} and later splits not run; stopped: {stopped}"
+            break
         tail = "_partial" if stopped is not None else ""
         if results.frames:
-            results.write_csv(out_dir / f"{settings['name']}_{split}{tail}.csv")
+            csv_path = out_dir / f"{settings['name']}_{split}{tail}.csv"
+            _write(lambda path, results=results: results.write_csv(path), csv_path, written, failed)
             rows.append((split, len(results.clips()), missing, listed, results.overall()))
             parts.append(f"[{split}] list {settings['lists'][split]}\n{results.report()}")
         if stopped is not None:
             break
-    return _write_report(settings, label, model, rows, parts, start, stopped, partial)
+    return _write_report(settings, label, model, rows, parts, start, stopped, partial, written, failed)
+
+
+def _write(write: Any, path: Path, written: list[Path], failed: list[str]) -> None:
+    """``write(path)``; a write that fails (the disk filled during the run) is noted in ``failed`` (said once, at
+    the end, after the table is printed) instead of losing the rest of the run."""
+    if failed:  # the disk is full: do not try every file
+        failed.append(str(path))
+        return
+    try:
+        write(path)
+        written.append(path)
+    except OSError as exc:
+        failed.append(describe_write_error(exc, path))
+
+
+def _remove_if_created(folder: Path | None, created: bool) -> None:
+    """Remove the results folder the write probe created when the run stops before writing into it."""
+    if folder is not None and created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or already gone
+            pass
 
 
 def _write_report(
@@ -274,13 +345,16 @@ def _write_report(
     start: float,
     stopped: EvaluationStopped | None = None,
     partial: str = "",
+    written: list[Path] | None = None,
+    failed: list[str] | None = None,
 ) -> int:
     """Print and write the table; when the run ``stopped`` part-way, ``_table_partial.txt`` with the ``partial``
-    line, and exit 2 / 130."""
+    line, and exit 2 / 128 + the signal's number. A write that fails is one error line (the table is printed)."""
     protocol: Protocol = settings["protocol"]
     out_dir = settings["results_root"] / settings["name"]
+    written, failed = list(written or []), list(failed or [])
     if stopped is not None and not rows:
-        print(f"test_vimeo.py: error: {stopped} (nothing was scored)", file=sys.stderr)
+        print(f"test_vimeo.py: {_stop_line(stopped)} (nothing was scored)", file=sys.stderr)
         return stopped.exit_code
     header = [f"model: {label}", f"protocol: {protocol.describe(ModelFacts.of(model).size_multiple)}"]
     report = "\n".join([*header, "", table(rows, protocol)])
@@ -288,9 +362,25 @@ def _write_report(
         report += "\n" + partial
     print(report)
     name = f"{settings['name']}_table{'_partial' if stopped is not None else ''}.txt"
-    atomic_write(out_dir / name, report + "\n\n" + "\n\n".join(parts) + "\n")
+    try:
+        _write(lambda path: atomic_write(path, report + "\n\n" + "\n\n".join(parts) + "\n"), out_dir / name,
+               written, failed)  # fmt: skip
+    except KeyboardInterrupt as exc:
+        print(f"test_vimeo.py: stopped by {stop_name(exc)} while writing {out_dir / name} (the table is printed "
+              "above)", file=sys.stderr)  # fmt: skip
+        return stop_exit_code(exc)
+    code = 0 if stopped is None else stopped.exit_code
+    if failed:
+        more = f" ({len(failed) - 1} more file(s) not written)" if len(failed) > 1 else ""
+        kept = f"; written: {', '.join(map(str, written))}" if written else ""
+        print(f"test_vimeo.py: error: {failed[0]}{more} (the table is printed above{kept})", file=sys.stderr)
+        return code or 2
     print(f"results: {out_dir} ({time.time() - start:.1f} s)")
     if stopped is not None:
-        print(f"test_vimeo.py: error: {stopped}", file=sys.stderr)
-        return stopped.exit_code
-    return 0
+        print(f"test_vimeo.py: {_stop_line(stopped)}; partial results kept: {', '.join(map(str, written))}",
+              file=sys.stderr)  # fmt: skip
+    return code
+
+
+def _stop_line(stopped: EvaluationStopped) -> str:
+    return f"{stopped}" if stopped.signal else f"error: {stopped}"

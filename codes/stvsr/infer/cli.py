@@ -18,16 +18,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-from stvsr.device import default_device
+from stvsr.device import DeviceError, resolve_device
+from stvsr.errors import StvsrError
 from stvsr.eval.evaluator import EvalError
 from stvsr.eval.model_setup import NONE, OPT_STR, TEST_SCHEMA, build_model, choose_network, load_yaml, model_help
 from stvsr.runner import DEFAULT_OVERLAP
 from stvsr.schema import Key
+from stvsr.signals import raise_on_stop_signals, stop_exit_code, stop_name
 
-from .engine import DEFAULT_WINDOW, PRECISIONS, infer_video
-from .media import InferError, open_source
+from .engine import DEFAULT_WINDOW, PRECISIONS, InferStopped, infer_video
+from .media import check_writable, open_source
 
 logger = logging.getLogger("stvsr.infer")
 
@@ -117,36 +117,42 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             raise EvalError(f"no {key}: give --{key} (a video file or a folder of frames)")
     if settings["precision"] not in PRECISIONS:
         raise EvalError(f"infer.precision {settings['precision']!r}: use one of {', '.join(PRECISIONS)}")
+    try:
+        device = resolve_device(args.device or opt.get("device"), "--device" if args.device else "device")
+    except DeviceError as exc:
+        raise EvalError(str(exc)) from None
     settings.update(
         network=network,
         checkpoint=paths.get("pretrain_model_G"),
         strict=bool(paths.get("strict_load", True)),
-        device=args.device or opt.get("device") or default_device(),
+        device=device,
         progress=not args.no_progress,
     )
-    if settings["device"] == "auto":
-        settings["device"] = default_device()
     return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the inference; SIGINT (Ctrl-C), SIGTERM and SIGHUP alike stop it: the partial video is removed (frames
+    written to a folder are kept), and the exit code is 128 + the signal's number."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        settings = resolve(args)
-        device = torch.device(settings["device"])
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise EvalError(f"--device {settings['device']}: CUDA is not available here (use --device cpu)")
-        open_source(settings["input"]).close()  # an unreadable input is reported before the model is built
-        model = build_model(settings)
-        kwargs = {k: settings[k] for k in INFER_DEFAULTS if k not in ("input", "output")}
-        report = infer_video(model, settings["input"], settings["output"], device=device,
-                             progress=settings["progress"], **kwargs)  # fmt: skip
-    except (EvalError, InferError) as exc:
-        print(f"stvsr-infer: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stvsr-infer: interrupted (no output written)", file=sys.stderr)
-        return 130
+    with raise_on_stop_signals():
+        try:
+            settings = resolve(args)
+            open_source(settings["input"]).close()  # an unreadable input is reported before the model is built
+            check_writable(settings["output"], settings["overwrite"])  # so is an output that cannot be written
+            model = build_model(settings)
+            kwargs = {k: settings[k] for k in INFER_DEFAULTS if k not in ("input", "output", "device")}
+            report = infer_video(model, settings["input"], settings["output"], device=settings["device"],
+                                 progress=settings["progress"], **kwargs)  # fmt: skip
+        except StvsrError as exc:
+            print(f"stvsr-infer: error: {exc}", file=sys.stderr)
+            return 2
+        except InferStopped as exc:
+            print(f"stvsr-infer: {exc.describe()}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt as exc:
+            print(f"stvsr-infer: stopped by {stop_name(exc)} before any output was written", file=sys.stderr)
+            return stop_exit_code(exc)
     print(report.describe())
     return 0

@@ -26,15 +26,37 @@ from torch import nn
 from stvsr.eval.metrics import quantize
 from stvsr.eval.protocol import Protocol
 from stvsr.runner import DEFAULT_OVERLAP, ModelFacts, stream_windows, time_factor_forward, window_forward
+from stvsr.signals import stop_exit_code, stop_name
 
 from .media import FolderSink, InferError, MediaInfo, VideoSink, check_writable, is_video_path, open_source
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InferReport", "WindowRunner", "infer_video", "upsample_stream"]
+__all__ = ["InferReport", "InferStopped", "WindowRunner", "infer_video", "upsample_stream"]
 
 DEFAULT_WINDOW = (Protocol().window + 1) // 2  # 4 LR frames: the protocol's 7-frame window, every other frame
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class InferStopped(KeyboardInterrupt):
+    """:func:`infer_video` stopped by a stop signal (SIGINT / Ctrl-C, SIGTERM, SIGHUP) while writing: a partial
+    video was removed (its temporary file; the final name is untouched), frames already written to a folder stay.
+    ``signal`` is the signal's name, ``exit_code`` 128 + its number, ``frames`` the output frames written."""
+
+    def __init__(self, cause: BaseException, output: MediaInfo, frames: int) -> None:
+        self.signal = stop_name(cause)
+        self.exit_code = stop_exit_code(cause)
+        self.output = output
+        self.frames = frames
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        how = "Ctrl-C, SIGINT" if self.signal == "SIGINT" else self.signal
+        if self.output.kind == "video":
+            kept = f"nothing kept: the partial video ({self.frames} frames) was removed, {self.output.path} untouched"
+        else:
+            kept = f"the {self.frames} frames written are kept in {self.output.path}"
+        return f"stopped by a signal ({how}) after {self.frames} output frames; {kept}"
 
 
 class WindowRunner:
@@ -259,6 +281,9 @@ def infer_video(
             if n_in == 0:
                 raise InferError(f"input {in_path}: no frame could be decoded")
             sink.close()
+        except KeyboardInterrupt as exc:  # SIGINT, SIGTERM, SIGHUP (stvsr.signals): remove the temporary video
+            sink.abort()
+            raise InferStopped(exc, out_info, sink.count) from None
         except BaseException:
             sink.abort()
             raise

@@ -27,6 +27,7 @@ import numpy as np
 
 from stvsr.atomic import commit, discard, temporary_sibling
 from stvsr.errors import StvsrError
+from stvsr.outputs import OutputError, check_writable_folder, describe_write_error
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +240,8 @@ def open_source(path: str | Path, fps: Fraction | None = None) -> FolderSource |
 
 
 def check_writable(path: str | Path, overwrite: bool) -> Path:
-    """Refuse, before any computation, an output that exists (without ``overwrite``) or cannot be written."""
+    """Refuse, before any computation, an output that exists (without ``overwrite``) or cannot be written (a
+    read-only or full file system: a small probe file is written and removed)."""
     p = Path(path).expanduser()
     folder = p if not is_video_path(p) else p.parent
     if is_video_path(p):
@@ -261,6 +263,10 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
         raise InferError(f"output {p}: cannot create folder {folder} ({exc.strerror})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InferError(f"output {p}: folder {folder} is not writable")
+    try:
+        check_writable_folder(folder, "output")
+    except OutputError as exc:
+        raise InferError(str(exc)) from None
     return p
 
 
@@ -276,7 +282,12 @@ class FolderSink:
     def write(self, rgb: np.ndarray) -> None:
         from stvsr.data.io import write_image
 
-        write_image(self.folder / f"{self.count:06d}.png", rgb)
+        path = self.folder / f"{self.count:06d}.png"
+        try:
+            write_image(path, rgb)  # atomic: a failed or interrupted write leaves no temporary
+        except OSError as exc:
+            kept = f"the {self.count} frames before it are kept in {self.folder}"
+            raise InferError(f"output: {describe_write_error(exc, path)}; {kept}") from None
         self.count += 1
 
     def close(self) -> None:
@@ -318,14 +329,30 @@ class VideoSink:
         codec = codec or default_codec(self.path)
         if codec not in av.codecs_available:
             raise InferError(f"--codec {codec}: not available in this PyAV/FFmpeg build")
+        self.container = None
         self.tmp = temporary_sibling(self.path)
+        try:
+            self._setup(av, info, codec, crf, pix_fmt, audio, metadata)
+        except BaseException:  # an error or a stop signal while setting up: no temporary is left
+            self.abort()
+            raise
+        self.count = 0
+
+    def _setup(
+        self,
+        av: Any,
+        info: MediaInfo,
+        codec: str,
+        crf: int | None,
+        pix_fmt: str,
+        audio: Any,
+        metadata: dict[str, str] | None,
+    ) -> None:
         try:
             self.container = av.open(str(self.tmp), "w")
         except (av.FFmpegError, OSError, ValueError) as exc:
-            discard(self.tmp)
             raise InferError(f"output {self.path}: cannot be opened for writing ({exc})") from None
         if codec not in self.container.supported_codecs:
-            self.abort()
             raise InferError(f"--codec {codec} cannot be stored in a {self.path.suffix} file: choose another codec")
         try:
             self.stream = self.container.add_stream(codec, rate=info.rate)
@@ -357,12 +384,10 @@ class VideoSink:
                 if key.lower() not in ("encoder", "major_brand", "minor_version", "compatible_brands"):
                     self.container.metadata[key] = value
         except (av.FFmpegError, ValueError, TypeError) as exc:
-            self.abort()
             raise InferError(f"output {self.path}: cannot set up the {codec} encoder ({exc})") from None
         self.dst_colorspace = SWS_COLORSPACE.get(color.get("colorspace", UNSPECIFIED), "itu601")
         self.dst_range = "JPEG" if color.get("range") == 2 else "MPEG"
         self.first_pts = round(info.start_time * info.rate) if info.start_time > 0 else 0
-        self.count = 0
 
     def write(self, rgb: np.ndarray) -> None:
         av = _av()
@@ -385,16 +410,29 @@ class VideoSink:
             for packet in encode(item):
                 self.container.mux(packet)
         except av.FFmpegError as exc:
-            raise InferError(f"output {self.path}: writing failed after {self.count} frames ({exc})") from None
+            raise self._write_error(exc) from None
+
+    def _write_error(self, exc: Exception) -> InferError:
+        """A failed write as one message: a full disk names the file and the free space."""
+        if isinstance(exc, OSError) and exc.errno:
+            reason = describe_write_error(exc, self.path)
+            return InferError(f"output: {reason} (after {self.count} frames; the partial video was removed)")
+        return InferError(f"output {self.path}: writing failed after {self.count} frames ({exc})")
 
     def close(self) -> None:
+        av = _av()
         self._mux(self.stream.encode, None)
-        self.container.close()
-        commit(self.tmp, self.path)
+        try:
+            self.container.close()  # writes the index (an MP4's moov): the disk may fill here too
+            commit(self.tmp, self.path)
+        except (av.FFmpegError, OSError) as exc:
+            raise self._write_error(exc) from None
 
     def abort(self) -> None:
-        try:
-            self.container.close()
-        except Exception as exc:  # noqa: BLE001 - cleaning up after another error, which is the one reported
-            logger.debug("closing the partial output %s: %s", self.tmp, exc)
+        """Close and delete the temporary file (after an error or a stop signal); the final name is untouched."""
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception as exc:  # noqa: BLE001 - cleaning up after another error, which is the one reported
+                logger.debug("closing the partial output %s: %s", self.tmp, exc)
         discard(self.tmp)
