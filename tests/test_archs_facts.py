@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,3 +224,46 @@ def test_pair_models_forward_a_tensor_in_train_mode_and_keep_their_objective(net
     assert isinstance(out, torch.Tensor) and out.shape == gt.shape
     with pytest.raises(ValueError, match="no time stamps"):
         model.training_objective(x, gt, nn.L1Loss(), time=torch.full((shapes[0][0], 1), 0.5))
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [("stvsr.archs.zsm", ("LunaTokis", "STTrans2")), ("stvsr.archs.msitf", ("Net",))],
+    ids=["zsm", "msitf"],
+)
+def test_import_has_no_side_effects(module: str, names: tuple[str, ...]) -> None:
+    code = (
+        f"import sys; import {module}; from stvsr.registry import ARCHS; "
+        "bad = [m for m in sys.modules if m.startswith(('stvsr.data', 'stvsr.train', 'torchvision'))]; "
+        f"assert not bad, bad; assert all(name in ARCHS for name in {names!r}); "
+        "from stvsr.ops import ext; assert not ext.state().tried, 'the DCN extension was loaded at import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+SHARED_EXAMPLE = ROOT.parent / "shared" / "data" / "test_example" / "0625"
+TINY_FOR_THE_REAL_CLIP = {
+    "zsm": {"which_model_G": "zsm", "nf": 8, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 2},
+    "stdan": {"which_model_G": "stdan", "nf": 8, "nframes": 7, "embed_dim": 24, "extraction_depths": [1],
+              "recon_depths": [1]},
+    "msitf": {"which_model_G": "msitf", "nf": 8, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 0,
+              "swin_depths": [1], "swin_heads": 2, "attn_heads": 4},
+}  # fmt: skip
+
+
+@pytest.mark.skipif(not SHARED_EXAMPLE.is_dir(), reason=f"real test data not found at {SHARED_EXAMPLE}")
+@pytest.mark.parametrize("arch", list(TINY_FOR_THE_REAL_CLIP))
+def test_real_lr_clip(arch: str) -> None:
+    """The official demo clip (Vimeo 0625, LR 112x64, inputs im1, im3, im5, im7) through a tiny model."""
+    import cv2
+    import numpy as np
+
+    frames = [cv2.imread(str(SHARED_EXAMPLE / f"im{i}.png"), cv2.IMREAD_COLOR)[..., ::-1] for i in (1, 3, 5, 7)]
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(frames))).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+    assert x.shape == (1, 4, 3, 64, 112)
+    torch.manual_seed(0)
+    model = build_arch(TINY_FOR_THE_REAL_CLIP[arch]).eval()
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (1, 7, 3, 256, 448)
+    assert torch.isfinite(y).all()

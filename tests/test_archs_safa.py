@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arch_support import raises_saying
 from stvsr.archs import build_arch, count_parameters
 from stvsr.archs.safa import SAFA, MeanShift, Resblock, SAFATrainOutput, warp
 from stvsr.checkpoint import load_official
@@ -148,10 +149,8 @@ def test_official_forward_and_inference_outputs():
     ],
 )
 def test_bad_input_is_a_clear_error(call, words):
-    with pytest.raises(ValueError) as info:
+    with raises_saying(words):
         call(small().eval())
-    for word in words:
-        assert word in str(info.value)
 
 
 def test_bad_options_are_clear_errors():

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from arch_support import assert_every_parameter_gets_a_gradient
 from stvsr.archs import build_arch
 from stvsr.archs.stdan import STTrans2
 from stvsr.archs.swin import SwinTransformerBlock, WindowAttention, relative_position_index, shifted_window_mask
@@ -201,9 +202,7 @@ def test_every_parameter_gets_a_gradient():
     _perturb(model, 0.05)  # at init the offset-feature convs feed only zero weights (exactly zero gradient)
     x = torch.rand(2, 4, 3, 8, 8)
     torch.sqrt((model(x) - torch.rand(2, 7, 3, 32, 32)) ** 2 + 1e-6).sum().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.count_nonzero(p.grad)]
-    assert not no_grad, f"no gradient for {no_grad}"
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert_every_parameter_gets_a_gradient(model)
 
 
 def test_determinism_and_train_eval_modes():
