@@ -1,4 +1,7 @@
-"""generate_LR (resume, BI/BD, layout, failures), create_lmdb (--check, --write-meta, errors), the demo set."""
+"""generate_LR (resume, BI/BD, layout, failures), create_lmdb (--check, --write-meta, errors), the demo set.
+
+Misuse (overlapping folders, --overwrite, bad --scale, full or read-only destinations, stop signals) is in
+test_misuse_data_scripts.py."""
 
 from __future__ import annotations
 
@@ -42,10 +45,10 @@ def test_generate_lr_keeps_the_tree_and_resumes(hr: Path, tmp_path: Path, capsys
     )
 
 
-def test_generate_lr_into_a_folder_inside_the_source(hr: Path, capsys: pytest.CaptureFixture) -> None:
-    assert generate_lr(["--src", str(hr), "--dst", str(hr / "LRx4"), "--quiet"]) == 0
-    assert generate_lr(["--src", str(hr), "--dst", str(hr / "LRx4"), "--quiet"]) == 0
-    assert "0 written, 6 already done, 0 failed, of 6 frames" in capsys.readouterr().out.splitlines()[-1]
+def test_generate_lr_refuses_a_folder_inside_the_source(hr: Path, capsys: pytest.CaptureFixture) -> None:
+    """LR frames inside --src would be read as HR frames by the next run (or by any tool reading --src)."""
+    assert generate_lr(["--src", str(hr), "--dst", str(hr / "LRx4"), "--quiet"]) == 2
+    assert "is inside --src" in capsys.readouterr().err and not (hr / "LRx4").exists()
 
 
 def test_generate_lr_follows_a_linked_clip_folder(hr: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

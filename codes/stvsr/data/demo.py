@@ -36,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_path
+from ..signals import raise_on_stop_signals, stop_exit_code, stop_name
 from .degrade import bi_downscale
 from .io import DataError, write_image
 from .make_lmdb import build_lmdb
@@ -259,7 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     spec = DemoSpec(n_train=args.train, n_val=args.val, seed=args.seed)
     start = time.time()
     try:
-        root = ensure_demo_data(args.root, spec, progress=True)
+        with raise_on_stop_signals():
+            root = ensure_demo_data(args.root, spec, progress=True)
+    except KeyboardInterrupt as exc:  # SIGINT, SIGTERM, SIGHUP: the temporary folder is removed by atomic_path
+        print(
+            f"make_demo_data: stopped by {stop_name(exc)}: nothing was kept (the partial set was removed): "
+            "run the same command again to build it",
+            file=sys.stderr,
+        )
+        return stop_exit_code(exc)
     except DataError as exc:
         print(f"make_demo_data: {exc}", file=sys.stderr)
         return 2

@@ -10,8 +10,10 @@ The loader takes keys and shapes from it, so no shape is hard-coded anywhere. Ba
 
 :class:`LmdbWriter` makes a database visible only when it is complete: it writes into a hidden temporary
 folder next to the destination and renames it at the end, so a killed run never leaves a half database
-under the final name. :class:`LmdbStore` reads one, opening the environment lazily in each process
-(DataLoader workers included).
+under the final name (a failed or interrupted one removes its temporary). It replaces only what it could have
+written itself (:func:`lmdb_destination_problem`): a folder holding ``data.mdb`` and nothing but ``data.mdb``,
+``lock.mdb`` and ``meta_info.txt``; a file, a link or any other folder is refused, ``overwrite`` or not.
+:class:`LmdbStore` reads one, opening the environment lazily in each process (DataLoader workers included).
 
 A damaged database is reported, never a crash: every open compares the size of ``data.mdb`` with the pages
 the environment says it uses (a truncated file would otherwise end the process with SIGBUS on the first read
@@ -21,6 +23,7 @@ past its end), and every value read is checked against the CRC-32 of ``meta_info
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -35,6 +38,7 @@ import lmdb
 import numpy as np
 
 from ..atomic import atomic_write, commit, discard, temporary_sibling
+from ..outputs import OutputError, describe_write_error, free_space
 from .io import IMAGE_EXTENSIONS, DataError, natural_key, require_dir
 
 logger = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ logger = logging.getLogger(__name__)
 META_NAME = "meta_info.txt"
 META_HEADER = "# stvsr LMDB meta info: key (H,W,C) [crc32:xxxxxxxx]; values are raw uint8 H*W*C bytes, BGR"
 PAGE_SIZE = 4096
+LMDB_FILES = frozenset({"data.mdb", "lock.mdb", META_NAME})  # all that a folder written by LmdbWriter holds
+NAMES_SHOWN = 5
 _LINE = re.compile(r"^(?P<key>\S+)\s+\((?P<shape>[0-9,\s]+)\)(?P<rest>.*)$")
 _CRC = re.compile(r"crc32:([0-9a-fA-F]{8})")
 
@@ -176,20 +182,78 @@ def map_size_for(value_sizes: Iterable[int], key_length: int = 32) -> int:
     return int((data_pages + leaf_pages) * PAGE_SIZE * 1.1) + 16 * 2**20
 
 
+def lmdb_destination_problem(path: str | Path) -> str | None:
+    """Why :class:`LmdbWriter` must never replace ``path`` (None when it is absent, an empty folder, or an LMDB
+    folder it could have written: ``data.mdb`` and nothing but ``data.mdb``, ``lock.mdb``, ``meta_info.txt``)."""
+    path = Path(path)
+    if path.is_symlink():
+        return f"is a link (to {os.readlink(path)}), not an LMDB folder"
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "is a file, not an LMDB folder"
+    try:
+        names = sorted(p.name for p in path.iterdir())
+    except OSError as exc:
+        return f"cannot be listed ({exc.strerror})"
+    if not names:
+        return None
+    foreign = [n for n in names if n not in LMDB_FILES or not (path / n).is_file() or (path / n).is_symlink()]
+    if foreign or "data.mdb" not in names:
+        shown = foreign or names
+        listed = ", ".join(shown[:NAMES_SHOWN]) + (", ..." if len(shown) > NAMES_SHOWN else "")
+        return f"is a folder that is not an LMDB written by create_lmdb (it holds {listed})"
+    return None
+
+
+def check_lmdb_destination(path: str | Path, overwrite: bool = False) -> None:
+    """DataError when :class:`LmdbWriter` may not write ``path``: it exists and is not a database it could have
+    written (refused even with ``overwrite``: it would delete the user's data), or it is such a database and
+    ``overwrite`` is false."""
+    path = Path(path)
+    problem = lmdb_destination_problem(path)
+    if problem:
+        raise DataError(
+            f"{path} {problem}: it is never replaced, even with --overwrite; choose another --dst "
+            "(a new folder name such as NAME.lmdb), or remove it yourself if it is not needed"
+        )
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise DataError(f"{path} already exists: pass --overwrite to replace it, or choose another --dst")
+
+
+def _write_failure(path: Path, exc: BaseException, pending_bytes: int = 0) -> OutputError:
+    """One message for a failed LMDB write. LMDB reports a full file system as an I/O error (EIO, not ENOSPC),
+    so a write failure with less free space than the batch needs is said to be a full disk."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        error = exc
+    else:
+        free = free_space(path.parent)
+        if free is not None and free < pending_bytes + 2**20:
+            error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        else:
+            error = OSError(errno.EIO, str(exc))
+    return OutputError(
+        f"{describe_write_error(error, path)}; nothing was written under {path} (the partial database was "
+        "removed): free space or choose another --dst, then run the same command again"
+    )
+
+
 class LmdbWriter:
     """Writes uint8 HWC arrays under string keys into a new LMDB, atomically.
 
     Use as a context manager. Values go into ``.NAME.tmp-PID`` next to ``path``; batches of ``batch``
     values are committed together; on a clean exit ``meta_info.txt`` is written and the folder renamed to
-    ``path``. On an exception (or a kill) the final name never appears.
+    ``path``. On an exception (or a kill) the final name never appears; on an exception, a stop signal or a
+    failed write (a full disk: :class:`stvsr.outputs.OutputError`) the temporary is removed. An existing
+    ``path`` is replaced only with ``overwrite`` and only when it is an LMDB folder this writer could have made
+    (:func:`check_lmdb_destination`, checked again just before the rename).
     """
 
     def __init__(
         self, path: str | Path, map_size: int, batch: int = 256, overwrite: bool = False, checksum: bool = True
     ) -> None:
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise DataError(f"{self.path} already exists: pass --overwrite to replace it, or choose another --dst")
+        check_lmdb_destination(self.path, overwrite)
         self.tmp = temporary_sibling(self.path, folder=True)
         self.map_size = max(int(map_size), 2**20)
         self.batch = batch
@@ -199,7 +263,11 @@ class LmdbWriter:
         self._env: lmdb.Environment | None = None
 
     def __enter__(self):  # returns self
-        self._env = lmdb.open(str(self.tmp), map_size=self.map_size, subdir=True, meminit=False)
+        try:
+            self._env = lmdb.open(str(self.tmp), map_size=self.map_size, subdir=True, meminit=False)
+        except (lmdb.Error, OSError) as exc:
+            discard(self.tmp)
+            raise _write_failure(self.path, exc) from None
         return self
 
     def put(self, key: str, img: np.ndarray) -> None:
@@ -223,20 +291,32 @@ class LmdbWriter:
                 self.map_size *= 2
                 logger.info("LMDB map full; growing the map to %d bytes", self.map_size)
                 self._env.set_mapsize(self.map_size)
+            except (lmdb.Error, OSError) as exc:
+                raise _write_failure(self.path, exc, sum(len(d) for _, d in self._pending)) from None
         self._pending.clear()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
+            try:
+                if exc_type is None:
+                    self._commit()
+                    self._env.sync(True)
+            except lmdb.Error as error:
+                raise _write_failure(self.path, error) from None
+            finally:
+                self._env.close()
             if exc_type is None:
-                self._commit()
-                self._env.sync(True)
-        finally:
-            self._env.close()
+                try:
+                    write_meta(self.tmp, self.entries)
+                except OSError as error:
+                    raise _write_failure(self.path, error) from None
+                check_lmdb_destination(self.path, overwrite=True)  # nothing else appeared there meanwhile
+                commit(self.tmp, self.path)
+        except BaseException:
+            discard(self.tmp)
+            raise
         if exc_type is not None:
             discard(self.tmp)
-            return
-        write_meta(self.tmp, self.entries)
-        commit(self.tmp, self.path)
 
 
 _READERS: dict[tuple[int, int], tuple[int, lmdb.Environment]] = {}  # data.mdb (dev, inode) -> (pid, env)
