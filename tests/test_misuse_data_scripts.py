@@ -368,3 +368,15 @@ def test_write_image_leaves_no_temporary_when_the_write_fails(small_fs: Path) ->
     with pytest.raises(OSError):
         write_image(small_fs / "x.png", np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8))
     assert sorted(p.name for p in small_fs.iterdir()) == ["filler"]
+
+
+def test_make_demo_data_stop_signal_keeps_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    command = [sys.executable, str(SCRIPTS / "make_demo_data.py"), "--root", str(root), "--train", "40", "--val", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(p.name.startswith(".demo.tmp-") for p in tmp_path.iterdir()), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "make_demo_data: stopped by SIGTERM: nothing was kept" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # neither the set nor its temporary folder
