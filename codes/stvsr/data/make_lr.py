@@ -295,9 +295,8 @@ def generate(
             try:
                 _degrade_all(todo, mode, scale, sigma, phase, workers, progress, counts)
             except KeyboardInterrupt:
-                if not overwrite:  # exact, whenever the signal came: every file of ``todo`` there now is new
-                    with stop_signals_ignored():
-                        counts["written"] = sum(1 for _, lr in todo if lr.is_file())
+                if not overwrite:  # exact whenever the signal came (a second one leaves the running count)
+                    counts["written"] = sum(1 for _, lr in todo if lr.is_file())  # every one there now is new
                 raise
     except BaseException:
         if not existed and dst.is_dir() and not any(dst.iterdir()):
