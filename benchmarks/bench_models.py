@@ -21,8 +21,8 @@ configuration is recorded (it counts the benchmark's own threads: about 2 with 2
 idle): other processes on the machine distort the figures (with two OpenMP threads on a
 2-core machine that another process keeps busy, 3-10x; ``--threads 1`` is then the steadier measure).
 
-A benchmark, not a test: the figures depend on the machine. Reference (specs / issue): the official ZSM code
-with a grid_sample-based DCN takes 7.4-10.7 s per training step at B=2, 4x3x32x32 on the project's 2-core CPU.
+A benchmark, not a test: the figures depend on the machine. Reference figures: docs/models.md (the official ZSM
+code with a grid_sample-based DCN is there too).
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ def assert_every_parameter_gets_a_gradient(model: nn.Module) -> None:
 def evaluate_tiny(root: Path, model: nn.Module, network: Mapping[str, Any], protocol: str) -> None:
     """Saves ``model``, writes the test YAML ``root/tiny.yml`` (name tiny, the clips of root/GT and root/LR,
     results under root/res, ``protocol``) and runs codes/test.py's entry point with it on the CPU."""
-    from stvsr.checkpoint import save_state_dict
     from stvsr.eval.cli import main
+    from stvsr.model.weights import save_state_dict
 
     save_state_dict(model, root / "model.pth")
     net = ", ".join(f"{k}: {v}" for k, v in network.items())

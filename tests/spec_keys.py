@@ -1,4 +1,5 @@
-"""The official state_dict key lists (copies of specs/keys/*.txt in tests/data/keys) and a model's own list."""
+"""The official state_dict key lists (tests/data/keys/*.txt: key, shape, param or buffer, in the official order)
+and a model's own list."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from stvsr.archs import build_arch
 from stvsr.archs.msitf import MSITF, trilinear_base
 from stvsr.archs.swin import shifted_window_mask, window_partition, window_reverse
 from stvsr.archs.swinv2 import SwinV2Block, WindowAttentionV2, relative_coords_table
-from stvsr.checkpoint import load_official
+from stvsr.model.weights import load_official
 from stvsr.ops.modules import DCNSepBounded
 from zsm_reference import (
     assert_matches_reference,
@@ -67,7 +67,7 @@ def test_official_buffers_positional_construction_and_dcns():
 
 def test_official_init_rules():
     """conv_offset zero (offset 0, mask 0.5), DCN weights uniform +-1/sqrt(C*9), RBs x0.1, Swin Linear
-    trunc_normal(0.02) with zero bias, logit_scale ln 10, q/v bias 0 (specs/models.md 6.3 step 7)."""
+    trunc_normal(0.02) with zero bias, logit_scale ln 10, q/v bias 0 (docs/models.md, MSITF)."""
     model = tiny()
     dcn = model.ConvBLSTM.forward_net.pcd_h.pcd_align.L2_dcnpack_1
     assert torch.count_nonzero(dcn.conv_offset.weight) == 0 and torch.count_nonzero(dcn.conv_offset.bias) == 0
@@ -246,7 +246,7 @@ def _swin_body_reference(body, x):
 
 def official_structure_forward(m: MSITF, x: torch.Tensor) -> torch.Tensor:
     """The official forward's structure (one pair at a time, one LSTM direction at a time, per-pixel tokens
-    '(b h w) t c'), written from specs/models.md section 6.3 (zsm_reference with MSITF's single-branch PCD)."""
+    '(b h w) t c'), written from docs/models.md (MSITF) (zsm_reference with MSITF's single-branch PCD)."""
     b, n, c, h, w = x.shape
     up = F.interpolate(x.permute(0, 2, 1, 3, 4), (2 * n - 1, 4 * h, 4 * w), mode="trilinear", align_corners=False)
     l1 = lrelu(m.conv_first(x.view(-1, c, h, w)))
@@ -401,8 +401,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("name", ["train_msitf", "train_msitf_demo"])
 def test_train_configs_validate_and_carry_the_recipe(name: str):
-    """options/train/train_msitf.yml is the official recipe (specs/models.md 6.6); the demo validates too."""
-    from stvsr import options
+    """options/train/train_msitf.yml is the official recipe (docs/models.md, MSITF); the demo validates too."""
+    from stvsr.train import options
 
     opt = options.load(ROOT / "options" / "train" / f"{name}.yml")
     assert opt["network_G"]["which_model_G"] == "Net" and opt["datasets"]["train"]["mode"] == "Vimeo7"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from spec_keys import key_list
 from stvsr.archs import build_arch, count_parameters
 from stvsr.archs.rstt import RSTT
-from stvsr.checkpoint import load_official
+from stvsr.model.weights import load_official
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"which_model_G": "RSTT", "embed_dim": 16, "depths": [2, 1, 2, 2, 2, 2, 1, 2],
@@ -423,8 +423,8 @@ def _clips(root: Path, frames: int, size: tuple[int, int]) -> Path:
 def test_test_script_runs_rstt_on_4_frame_windows(tmp_path: Path, capsys):
     """codes/test.py's entry point with a tiny RSTT: an 8-frame clip of 9x11 LR frames (padded inside) gives two
     windows of 4 LR frames (the second the tail window) and all 8 frames scored; a window of 5 is refused."""
-    from stvsr.checkpoint import save_state_dict
     from stvsr.eval.cli import main
+    from stvsr.model.weights import save_state_dict
 
     gt = _clips(tmp_path, 8, (36, 44))
     save_state_dict(tiny(), tmp_path / "rstt.pth")
@@ -465,7 +465,7 @@ def test_infer_feeds_exactly_num_frames():
 @pytest.mark.parametrize("variant", ["S", "M", "L"])
 def test_official_recipe_configs(variant: str):
     """options/train/train_rstt_{s,m,l}.yml: the official recipe (spec A.2 Training) and the model of the variant."""
-    from stvsr import options
+    from stvsr.train import options
     from stvsr.train.schedulers import build_scheduler
 
     opt = options.load(ROOT / "options" / "train" / f"train_rstt_{variant.lower()}.yml")
@@ -486,7 +486,7 @@ def test_official_recipe_configs(variant: str):
 
 
 def test_demo_config_builds_a_small_rstt():
-    from stvsr import options
+    from stvsr.train import options
 
     opt = options.load(ROOT / "options" / "train" / "train_rstt_demo.yml")
     model = build_arch(opt["network_G"])

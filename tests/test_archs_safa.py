@@ -16,7 +16,7 @@ from torch import nn
 from arch_support import raises_saying
 from stvsr.archs import build_arch, count_parameters
 from stvsr.archs.safa import SAFA, MeanShift, Resblock, SAFATrainOutput, warp
-from stvsr.checkpoint import load_official
+from stvsr.model.weights import load_official
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VID4 = ROOT.parent / "shared" / "data" / "Vid4" / "GT"
@@ -289,9 +289,9 @@ def test_bicubic_pre_upsampling_is_opencv_inter_cubic():
 # ------------------------------------------------------------------ evaluation script
 def test_tiny_safa_through_the_evaluator_on_real_vid4(tmp_path: Path):
     cv2 = pytest.importorskip("cv2")
-    from stvsr.checkpoint import save_state_dict
     from stvsr.data.io import write_image
     from stvsr.eval.cli import main
+    from stvsr.model.weights import save_state_dict
 
     if not SHARED_VID4.is_dir():
         pytest.skip(f"real test data {SHARED_VID4} is absent (see shared/data/README.md); this test needs it")

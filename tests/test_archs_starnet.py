@@ -14,7 +14,7 @@ from spec_keys import key_list, read_keys
 from stvsr.archs import build_arch, count_parameters
 from stvsr.archs.flow import DISFlow, FlowProvider, from_network_flow, to_network_flow
 from stvsr.archs.starnet import STARV4, STARnet, STARnetTrainOutput, denormalize, normalize
-from stvsr.checkpoint import CheckpointMismatchError, load_official, save_state_dict
+from stvsr.model.weights import CheckpointMismatchError, load_official, save_state_dict
 from stvsr.train.perceptual import VGGFeatureLoss, vgg19_layer_names
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
@@ -348,7 +348,7 @@ def test_vgg_loss_clear_errors(tmp_path):
 
 # -------------------------------------------------------------------------------------------- configs
 def test_configs_validate():
-    from stvsr import options
+    from stvsr.train import options
 
     opt = options.load(REPO / "options" / "train" / "train_starnet_demo.yml")
     assert opt["network_G"]["which_model_G"] == "STARnet" and opt["datasets"]["train"]["N_frames"] == 3

@@ -261,10 +261,10 @@ def test_adobe240_protocol_config_and_tiny_tmnet(tmp_path: Path, capsys):
     13-frame clip, and the tail window's frames equal the model's own forward_times on frames 6 and 12."""
     import numpy as np
 
-    from stvsr.checkpoint import save_state_dict
     from stvsr.data.io import list_images, read_image
     from stvsr.eval import cli
-    from stvsr.eval.metrics import quantize
+    from stvsr.metrics import quantize
+    from stvsr.model.weights import save_state_dict
 
     adobe = cli.resolve(cli.build_parser().parse_args(["-opt", str(ROOT / "options/test/test_tmnet_adobe240.yml")]))
     assert adobe["network"] == dict(OFFICIAL) and adobe["strict"]
@@ -295,10 +295,10 @@ def test_stvsr_infer_time_factor(tmp_path: Path):
     import numpy as np
     import yaml
 
-    from stvsr.checkpoint import save_state_dict
     from stvsr.data.io import list_images, read_image
-    from stvsr.eval.metrics import quantize
     from stvsr.infer.cli import main
+    from stvsr.metrics import quantize
+    from stvsr.model.weights import save_state_dict
 
     _clip(tmp_path, frames=5)
     save_state_dict(tiny(), tmp_path / "tmnet.pth")

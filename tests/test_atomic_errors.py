@@ -97,7 +97,7 @@ def test_every_error_class_is_a_stvsr_error():
 
 def test_builtin_bases_kept():
     from stvsr.data import DataError
-    from stvsr.options import OptionsError
+    from stvsr.train.options import OptionsError
 
     assert issubclass(OptionsError, ValueError) and issubclass(DataError, RuntimeError)
 

@@ -1,14 +1,21 @@
-"""stvsr.checkpoint: every official / framework format loads strictly; mismatches give one clear message."""
+"""stvsr.model.weights: every official / framework format loads strictly; mismatches give one clear message."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 import torch
 
 from stvsr.archs import build_arch
-from stvsr.checkpoint import CheckpointMismatchError, load_official, save_state_dict
+from stvsr.model.weights import (
+    CheckpointMismatchError,
+    NotACheckpointError,
+    load_official,
+    probe_checkpoint,
+    save_state_dict,
+)
 
 ZSM_TINY = {"which_model_G": "LunaTokis", "nf": 8, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 1}
 STDAN_TINY = {
@@ -141,3 +148,17 @@ def test_data_parallel_wrapper_is_unwrapped():
     source, target = _model(ZSM_TINY, 1), _model(ZSM_TINY, 2)
     assert load_official(torch.nn.DataParallel(target), _prefixed(source.state_dict())).ok
     assert _same_weights(source, target.cpu())  # DataParallel moves the model to cuda:0 where there is one
+
+
+def test_whole_file_pickling_other_objects_is_explained_not_called_damaged(tmp_path):
+    """A complete torch file that also pickles a Python object (an argparse.Namespace, as some official
+    checkpoints do) is no damaged file: the probe passes it on, and the loader says how to load a trusted one."""
+    model = build_arch({"which_model_G": "SAFA", "nf": 8, "block_num": 1, "depth": 1, "last_RBs": 1, "head_nf": 8})
+    path = tmp_path / "with_args.pth"
+    torch.save({"params": model.state_dict(), "args": argparse.Namespace(lr=1e-4)}, path)
+    assert probe_checkpoint(path) is None
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_official(model, path)
+    path.write_bytes(path.read_bytes()[:-200])  # the same file cut short: damaged
+    with pytest.raises(NotACheckpointError, match="truncated or damaged"):
+        probe_checkpoint(path)

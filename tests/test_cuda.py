@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from stvsr.archs import ARCHS, StvsrArch, build_arch
-from stvsr.checkpoint import load_official
+from stvsr.model.weights import load_official
 from stvsr.ops import BACKENDS, deform_sample, modulated_deform_conv2d
 from stvsr.ops.backends import why_unavailable
 from stvsr.runner import ModelFacts

@@ -15,11 +15,11 @@ import torch
 
 from data_support import synthetic_clips
 from stvsr.archs import build_arch
-from stvsr.checkpoint import save_state_dict
 from stvsr.data.degrade import bi_downscale
 from stvsr.data.io import write_image
 from stvsr.eval.cli import main
-from stvsr.eval.metrics import calculate_psnr, calculate_ssim, quantize
+from stvsr.metrics import calculate_psnr, calculate_ssim, quantize
+from stvsr.model.weights import save_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VID4 = ROOT.parent / "shared" / "data" / "Vid4" / "GT"

@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from data_support import synthetic_clips
-from stvsr import options
 from stvsr.data.degrade import bi_downscale
 from stvsr.data.io import write_image
 from stvsr.eval import cli as test_cli
 from stvsr.eval import vimeo_cli
 from stvsr.infer import cli as infer_cli
+from stvsr.train import options
 from stvsr.train.trainer import Trainer, find_latest_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread

@@ -12,8 +12,8 @@ import torch
 from data_support import make_vimeo_tree, shared
 from stvsr.archs import build_arch
 from stvsr.data.io import read_image
-from stvsr.eval.metrics import calculate_psnr, calculate_ssim, quantize
 from stvsr.eval.vimeo_cli import main
+from stvsr.metrics import calculate_psnr, calculate_ssim, quantize
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 

@@ -18,12 +18,12 @@ from torch import nn
 
 from data_support import shared
 from stvsr.archs import build_arch
-from stvsr.checkpoint import save_state_dict
 from stvsr.data.io import list_images, read_image, write_image
-from stvsr.eval.metrics import quantize
 from stvsr.eval.protocol import Protocol, plan_windows
 from stvsr.infer import InferError, infer_video, upsample_stream
 from stvsr.infer.cli import main
+from stvsr.metrics import quantize
+from stvsr.model.weights import save_state_dict
 from stvsr.runner import stream_windows
 
 av = pytest.importorskip("av")
@@ -304,6 +304,7 @@ def test_memory_does_not_grow_with_length(tmp_path: Path, monkeypatch: pytest.Mo
     """40 input frames: at most window + 2 input frames are alive at any time (counted with weak references
     on the frames the reader returns), and output frames are written as they are produced."""
     from stvsr.data import io
+    from stvsr.infer import media
 
     rng = np.random.default_rng(0)
     src = tmp_path / "long"
@@ -326,8 +327,8 @@ def test_memory_does_not_grow_with_length(tmp_path: Path, monkeypatch: pytest.Mo
 
     written = []  # frames read when each output frame was written
 
-    monkeypatch.setattr(io, "read_image", tracked)
-    monkeypatch.setattr(io, "write_image", lambda path, rgb: written.append(reads[0]))
+    monkeypatch.setattr(media, "read_image", tracked)
+    monkeypatch.setattr(media, "write_image", lambda path, rgb: written.append(reads[0]))
     report = infer_video(build_arch({"which_model_G": "bicubic"}), src, tmp_path / "out", window=4, progress=False)
     assert report.input_frames == 40 and report.output_frames == 79 == len(written)
     assert 4 <= peak[0] <= 4 + 2

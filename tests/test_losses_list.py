@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stvsr import options
 from stvsr.schema import OptionsError
-from stvsr.train import L1Loss, VGGFeatureLoss, build_losses, build_optimizer
+from stvsr.train import L1Loss, VGGFeatureLoss, build_losses, build_optimizer, options
 
 NET = {"which_model_G": "LunaTokis", "nf": 8, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 1}
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from stvsr import options
-from stvsr.eval.model_setup import model_from_training_options
+from stvsr.model.runs import RunError, run_model
+from stvsr.train import options
 from stvsr.train.cli import main
-from stvsr.train.experiment_lock import ExperimentLock
+from stvsr.train.experiment import ExperimentLock
 from stvsr.train.trainer import Trainer, TrainingStopped, find_latest_checkpoint
 from test_trainer import base_options, make_vimeo
 
@@ -113,7 +113,7 @@ def test_saved_options_of_an_archived_or_copied_run_evaluate_that_run(tmp_path, 
     assert first["run_id"] != second["run_id"]
     assert yaml.safe_load((archived / "options.yml").read_text())["run_id"] == first["run_id"]
 
-    model = model_from_training_options(archived / "options.yml")
+    model = run_model(archived / "options.yml")
     assert model["name"] == archived.name  # reports go under the archived run's name
     assert Path(model["path"]["pretrain_model_G"]).parent == archived / "models"
     loaded = torch.load(model["path"]["pretrain_model_G"], weights_only=True)
@@ -123,17 +123,15 @@ def test_saved_options_of_an_archived_or_copied_run_evaluate_that_run(tmp_path, 
     import shutil
 
     shutil.copytree(archived, copy_dir)
-    model = model_from_training_options(copy_dir / "options.yml")
+    model = run_model(copy_dir / "options.yml")
     assert model["name"] == "tiny_copy" and Path(model["path"]["pretrain_model_G"]).parent == copy_dir / "models"
-    assert model_from_training_options(experiments(tmp_path) / "tiny" / "options.yml")["name"] == "tiny"
+    assert run_model(experiments(tmp_path) / "tiny" / "options.yml")["name"] == "tiny"
 
     # a folder whose newest checkpoint is another run's: refused, not evaluated
     newest = find_latest_checkpoint(experiments(tmp_path) / "tiny" / "models")
     shutil.copy(newest, copy_dir / "models" / "iter_00000099.pth")
-    from stvsr.eval.evaluator import EvalError
-
-    with pytest.raises(EvalError, match=f"belongs to run {second['run_id']}, not to run {first['run_id']}"):
-        model_from_training_options(copy_dir / "options.yml")
+    with pytest.raises(RunError, match=f"belongs to run {second['run_id']}, not to run {first['run_id']}"):
+        run_model(copy_dir / "options.yml")
 
 
 def test_resumed_run_keeps_its_run_id(tmp_path, data):

@@ -1,4 +1,4 @@
-"""stvsr.options: validation (unknown keys, types, required keys), --set overrides, path resolution, and the
+"""stvsr.train.options: validation (unknown keys, types, required keys), --set overrides, path resolution, and the
 experiment folder that is never silently overwritten."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stvsr import options
-from stvsr.options import OptionsError
+from stvsr.train import options
+from stvsr.train.experiment import prepare_experiment
+from stvsr.train.options import OptionsError
 
 BASE = {
     "name": "unit",
@@ -104,28 +105,28 @@ def test_paths_relative_to_options_file_then_root_never_cwd(tmp_path, root):
 
 def test_experiment_folder_archived_not_overwritten(tmp_path, root, capsys):
     opt = options.load(write(tmp_path, BASE))
-    exp = options.prepare_experiment(opt)
+    exp = prepare_experiment(opt)
     saved = yaml.safe_load((exp / "options.yml").read_text())
     assert saved["train"]["lr_G"] == 4e-4 and saved["name"] == "unit"
     (exp / "marker").write_text("a run that stopped before its first checkpoint")
-    options.prepare_experiment(opt)  # nothing worth keeping: the folder is reused, not archived
+    prepare_experiment(opt)  # nothing worth keeping: the folder is reused, not archived
     assert [p.name for p in exp.parent.iterdir()] == ["unit"] and (exp / "marker").exists()
     (exp / "marker").write_text("first run")
     (exp / "models" / "iter_00000005.pth").write_bytes(b"weights")
-    options.prepare_experiment(opt)
+    prepare_experiment(opt)
     archived = [p for p in exp.parent.iterdir() if p.name.startswith("unit_archived_")]
     assert len(archived) == 1 and (archived[0] / "marker").read_text() == "first run"
     assert not (exp / "marker").exists()
     printed = capsys.readouterr()
     assert (printed.out + printed.err).count("archived to") == 1  # once, not once per handler
     (exp / "marker").write_text("kept")
-    options.prepare_experiment(opt, resume=True)  # resuming keeps the folder
+    prepare_experiment(opt, resume=True)  # resuming keeps the folder
     assert (exp / "marker").read_text() == "kept"
 
 
 def test_saved_options_load_back(tmp_path, root):
     """experiments/<name>/options.yml (with the keys validate() derives) is a valid options file itself."""
     opt = options.load(write(tmp_path, BASE))
-    exp = options.prepare_experiment(opt)
+    exp = prepare_experiment(opt)
     again = options.load(exp / "options.yml")
     assert again["network_G"] == opt["network_G"] and again["path"]["models"] == opt["path"]["models"]

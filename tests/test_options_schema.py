@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stvsr import options
 from stvsr.eval import cli as test_cli
 from stvsr.eval import vimeo_cli
 from stvsr.infer import cli as infer_cli
+from stvsr.model.choose import ModelChoiceError
 from stvsr.schema import Key, OptionsError, validate
+from stvsr.train import options
 from stvsr.train.cli import main as train_main
 
 NET = {"which_model_G": "LunaTokis", "nf": 8, "nframes": 7, "groups": 8, "front_RBs": 1, "back_RBs": 1}
@@ -128,7 +129,7 @@ def test_test_and_inference_yamls_follow_the_same_rule(tmp_path, root):
 
 def test_test_yaml_problems_listed_with_their_paths(tmp_path, root):
     bad = {"nmae": "x", "datasets": {"test": {"dataroot_gt": "x"}}, "path": {"results_rot": "r"}}
-    with pytest.raises(test_cli.EvalError) as info:
+    with pytest.raises(ModelChoiceError) as info:
         test_cli.load_options(str(write(tmp_path / "opts", bad)))
     assert "nmae: unknown option 'nmae'. Did you mean 'name'" in str(info.value)
     assert "path.results_rot: unknown option" in str(info.value)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stvsr import options
+from stvsr.train import options
 
 CONFIGS = Path(__file__).resolve().parents[1] / "options" / "train"
 

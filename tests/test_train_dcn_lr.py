@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stvsr import options
+from stvsr.train import options
 from stvsr.train.trainer import Trainer, offset_parameters
 from test_trainer import base_options, make_vimeo
 

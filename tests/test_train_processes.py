@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from stvsr import options
+from stvsr.train import options
 from stvsr.train.cli import main
 from stvsr.train.trainer import Trainer, find_latest_checkpoint
 from test_trainer import base_options, make_vimeo

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from data_support import to_uint8
-from stvsr import options
-from stvsr.checkpoint import CheckpointMismatchError, load_official
 from stvsr.data import DATASETS, DataError, build_dataset
 from stvsr.data.degrade import bi_downscale
 from stvsr.data.io import write_image
+from stvsr.model.weights import CheckpointMismatchError, load_official
+from stvsr.train import options
 from stvsr.train.trainer import Trainer, select_trainable
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from stvsr import options
 from stvsr.data.io import write_image
+from stvsr.train import options
 from stvsr.train.cli import main
 from stvsr.train.trainer import Trainer, TrainingStopped, find_latest_checkpoint
 
@@ -95,7 +95,7 @@ def test_trains_validates_and_saves_checkpoints(tmp_path, data):
     assert (tmp_path / "run" / "experiments" / "tiny" / "options.yml").is_file()
     # the weights load as an official checkpoint (the 'params' entry)
     from stvsr.archs import build_arch
-    from stvsr.checkpoint import load_official
+    from stvsr.model.weights import load_official
 
     net = build_arch(opt["network_G"])
     load_official(net, models / "iter_00000006.pth")

@@ -55,7 +55,7 @@ def describe_environment() -> list[str]:
 
 
 def _check_av() -> str:
-    import av
+    import av  # the checks import their package themselves: whether it imports is what they report
 
     ffmpeg = getattr(av, "ffmpeg_version_info", "") or ".".join(map(str, av.library_versions.get("libavcodec", ())))
     encoders = [name for name in ("libx264", "libvpx-vp9") if _has_encoder(av, name)]

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+import yaml
+
 from stvsr.errors import StvsrError
 from stvsr.registry import did_you_mean
 
@@ -126,6 +128,15 @@ def _at_least(value: Any, spec: Key) -> Any:
         if value < spec.minimum:
             raise ValueError(f"={value!r} must be >= {spec.minimum:g}")
     return value
+
+
+def with_flags(section: Mapping[str, Any] | None, args: Any, keys: Sequence[str]) -> dict[str, Any]:
+    """A YAML ``section`` (or None) as a new dict with the command-line flags ``keys`` that were given (not None)
+    written over it: the one merge rule of ``codes/test.py``, ``codes/test_vimeo.py`` and ``stvsr-infer`` (a
+    flag wins over the YAML, the YAML over the default)."""
+    merged = dict(section or {})
+    merged.update((key, getattr(args, key)) for key in keys if getattr(args, key, None) is not None)
+    return merged
 
 
 def folder_name_problem(name: Any) -> str | None:
@@ -262,8 +273,6 @@ def load_yaml(file: str | os.PathLike, schema: Schema) -> dict[str, Any]:
 
 def read_mapping(file: Path) -> dict[str, Any]:
     """An existing YAML file whose top level is a mapping, as a dict; OptionsError naming the file otherwise."""
-    import yaml
-
     try:
         raw = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as exc:

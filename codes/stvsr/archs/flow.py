@@ -52,7 +52,7 @@ def from_network_flow(flow_net: torch.Tensor, max_flow: float = MAX_FLOW) -> tor
 def _to_gray_uint8(x: torch.Tensor) -> np.ndarray:
     """(B, 3, h, w) RGB [0, 1] -> (B, h, w) uint8 luma (OpenCV's RGB2GRAY weights .299/.587/.114, rounded)."""
     rgb = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    import cv2
+    import cv2  # OpenCV for STARnet's flow only: importing the models does not load it
 
     return np.stack([cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2GRAY) for im in rgb])
 
@@ -81,7 +81,7 @@ class DISFlow:
 
     def _engine(self):
         if self._dis is None:
-            import cv2
+            import cv2  # as above
 
             self._dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{self.preset.upper()}"))
             if self.patch_size is not None:

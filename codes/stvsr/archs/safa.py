@@ -4,7 +4,7 @@ A pair model: two key frames, already upsampled x4 to the high-resolution size, 
 one HR frame per t, by optical-flow warping plus a residual. The official model (``SAFA()``, the defaults
 here) has 4,941,442 parameters and the 275 ``state_dict`` keys (245 parameters + 30 BatchNorm buffers) of
 ``tests/data/keys/safa.txt``, without prefix: an official ``flownet.pkl`` loads with ``strict=True`` once its
-``module.`` prefix is stripped (``stvsr.checkpoint.load_official`` does that).
+``module.`` prefix is stripped (``stvsr.model.weights.load_official`` does that).
 
 Three ways to call it:
 

@@ -227,7 +227,8 @@ class STARV4(nn.Module):
     """The V4 core ``fbpn_sr_rbpn_v4.Net`` (58,092,269 parameters, 306 keys with the official settings).
 
     ``forward(t_im1, t_im2, t_flow_f, t_flow_b, train=True)`` as the official one (no flow refinement). No
-    pretrained RBPN is loaded here (quirk 1, FIXED): load one with ``stvsr.checkpoint.load_official(core.RBPN, ...)``.
+    pretrained RBPN is loaded here (quirk 1, FIXED): load one with
+    ``stvsr.model.weights.load_official(core.RBPN, ...)``.
     """
 
     def __init__(self, base_filter: int = 256, feat: int = 64, num_stages: int = 3, n_resblock: int = 5,

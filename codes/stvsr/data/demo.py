@@ -96,7 +96,7 @@ def load_photos() -> list[np.ndarray]:
 
 def load_logo(size: int = 96) -> np.ndarray:
     """The scikit-image logo, RGBA uint8 reduced to ``size`` pixels (its alpha channel cuts out its shape)."""
-    import skimage.data
+    import skimage.data  # imported here: only the demo needs scikit-image
 
     return cv2.resize(np.ascontiguousarray(skimage.data.logo()), (size, size), interpolation=cv2.INTER_AREA)
 

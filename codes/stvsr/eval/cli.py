@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from stvsr.atomic import atomic_write
+from stvsr.data import build_dataset
+from stvsr.data.io import DataError, list_clips, require_dir
 from stvsr.device import DeviceError, resolve_device
 from stvsr.errors import StvsrError
+from stvsr.model.choose import TEST_SCHEMA, build_model, load_yaml, model_help, model_settings
 from stvsr.outputs import check_writable_folder, describe_write_error
 from stvsr.runner import ModelFacts
-from stvsr.schema import OptionsError, folder_name_problem
+from stvsr.schema import OptionsError, folder_name_problem, with_flags
 from stvsr.signals import raise_on_stop_signals, stop_exit_code, stop_name
 
 from .evaluator import EvalError, EvaluationStopped, check_clips, check_frames_decode, evaluate_clips
-from .model_setup import TEST_SCHEMA, build_model, choose_network, load_yaml, model_help
-from .protocol import Protocol
+from .protocol import Protocol, with_lr_source
 
 logger = logging.getLogger("stvsr.test")
 
@@ -80,33 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DATASET_FLAGS = ("dataroot_GT", "dataroot_LQ", "degradation", "clips")
+PROTOCOL_FLAGS = ("tail", "color", "pad_multiple", "pad_mode", "crop_border", "self_ensemble", "tile", "tile_overlap",
+                  "time_factor", "window", "stride")  # fmt: skip
+
+
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Merge YAML options and flags into one flat settings dict."""
     opt = load_options(args.opt)
-    dataset = dict(next(iter((opt.get("datasets") or {"test": {}}).values())) or {})
-    network = dict(opt.get("network_G") or {})
-    paths = dict(opt.get("path") or {})
-    protocol = dict(opt.get("protocol") or {})
-    network = choose_network(network, paths, opt, args.model, args.checkpoint or paths.get("pretrain_model_G"))
-    for key in ("dataroot_GT", "dataroot_LQ", "degradation", "clips"):
-        if getattr(args, key) is not None:
-            dataset[key] = getattr(args, key)
-    if args.checkpoint is not None:
-        paths["pretrain_model_G"] = args.checkpoint
-    if args.results_root is not None:
-        paths["results_root"] = args.results_root
-    flags = ("tail", "color", "pad_multiple", "pad_mode", "crop_border", "self_ensemble", "tile", "tile_overlap")
-    for key in (*flags, "time_factor", "window", "stride"):
-        if getattr(args, key) is not None:
-            protocol[key] = getattr(args, key)
+    dataset = with_flags(next(iter((opt.get("datasets") or {"test": {}}).values())), args, DATASET_FLAGS)
+    model = model_settings(opt, args.model, args.checkpoint)
+    network = model["network"]
+    paths = with_flags(opt.get("path"), args, ("results_root",))
+    protocol = with_flags(opt.get("protocol"), args, PROTOCOL_FLAGS)
     if dataset.get("dataroot_LQ"):
         if args.degradation:
             raise EvalError("give either --dataroot_LQ (LR read from a folder) or --degradation (LR made from GT)")
         dataset.pop("degradation", None)
-        protocol["degradation"] = "folder"
-        protocol.setdefault("lr_source", str(dataset["dataroot_LQ"]))
-    else:
-        protocol["degradation"] = str(dataset.get("degradation") or "BI").upper()
+    with_lr_source(protocol, dataset.get("dataroot_LQ"), dataset.get("degradation"))
     protocol.setdefault("scale", int(opt.get("scale", 4)))
     if not dataset.get("dataroot_GT"):
         raise EvalError("no GT: give --dataroot_GT or datasets.test.dataroot_GT (a folder of clip folders)")
@@ -114,9 +107,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "name": run_name(args.name, opt.get("name"), f"{network['which_model_G']}_{dataset.get('name') or 'test'}"),
         "dataset": dataset,
-        "network": network,
-        "checkpoint": paths.get("pretrain_model_G"),
-        "strict": bool(paths.get("strict_load", True)),
+        **model,
         "results_root": Path(paths.get("results_root") or "experiments/results"),
         "protocol": protocol_of(protocol),
         "save_images": save,
@@ -155,9 +146,6 @@ def build_clips(settings: Mapping[str, Any]) -> list[Any]:
     """The test clips: the dataset ``datasets.test.mode`` (default ``VideoFolder``) from the ``DATASETS`` registry,
     any registered dataset of test clips (its ``clips``: objects like :class:`stvsr.data.video_folder.Clip`),
     checked before the first network call."""
-    from stvsr.data import build_dataset
-    from stvsr.data.io import DataError, list_clips, require_dir
-
     ds = settings["dataset"]
     protocol: Protocol = settings["protocol"]
     try:

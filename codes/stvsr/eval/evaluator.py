@@ -17,18 +17,21 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
+from stvsr.archs import time_factor_models
+from stvsr.data.io import DataError, image_shape, read_image, write_image
 from stvsr.errors import StvsrError
+from stvsr.metrics import calculate_psnr, calculate_ssim, quantize
 from stvsr.outputs import describe_write_error
 from stvsr.runner import ModelFacts, time_factor_forward, window_forward
 from stvsr.signals import stop_exit_code, stop_name
 
-from .metrics import calculate_psnr, calculate_ssim, quantize
 from .protocol import Protocol, Results, plan_windows
 
 logger = logging.getLogger(__name__)
 
-SSIM_WINDOW = 11  # the side of SSIM's Gaussian window (stvsr.eval.metrics): what a crop must leave
+SSIM_WINDOW = 11  # the side of SSIM's Gaussian window (stvsr.metrics): what a crop must leave
 
 __all__ = [
     "EvalError",
@@ -62,14 +65,10 @@ class EvaluationStopped(EvalError):
 def check_frames_decode(clips: Sequence[Any], progress: bool = True, shown: int = 10) -> None:
     """Decode every GT and LR frame of ``clips`` once (headers are not enough: a PNG cut after a valid header
     passes :func:`check_clips`), with a progress bar; one :class:`EvalError` names every frame that fails."""
-    from stvsr.data.io import DataError, read_image
-
     paths = [p for clip in clips for p in [*clip.gt_paths, *(clip.lq_paths or [])]]
     bad = []
     items = paths
     if progress:
-        from tqdm import tqdm
-
         items = tqdm(paths, desc="checking frames", unit="frame", leave=False)
     for path in items:
         try:
@@ -86,8 +85,6 @@ def check_frames_decode(clips: Sequence[Any], progress: bool = True, shown: int 
 def check_clips(clips: Sequence[Any], protocol: Protocol) -> None:
     """Check every clip (length, GT sizes, LR sizes) from file headers; raise one :class:`EvalError` that
     lists every problem found."""
-    from stvsr.data.io import image_shape
-
     problems = []
     cropped: dict[tuple[int, int], list[str]] = {}  # frame size -> the clips that crop_border does not fit
     for clip in clips:
@@ -158,8 +155,6 @@ def protocol_forward(
     facts = ModelFacts.of(model)
     multiple = facts.size_multiple
     if protocol.time_factor != 2 and not facts.supports_time_factor:
-        from stvsr.archs import time_factor_models
-
         raise EvalError(
             f"protocol.time_factor {protocol.time_factor}: {type(model).__name__} makes one intermediate frame "
             f"per pair only; other time factors need a model with forward_times ({', '.join(time_factor_models())})"
@@ -209,8 +204,6 @@ def evaluate_clips(
     run = protocol_forward(model, protocol)
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=sum(len(plan_windows(len(c), protocol, c.name)) for c in clips), unit="window")
     try:
         with keep_scored(results, len(clips)):
@@ -227,8 +220,6 @@ def keep_scored(results: Results, total: int) -> Iterator[None]:
     write that fails (``--save_images`` on a full disk) inside the block becomes :class:`EvaluationStopped`
     carrying ``results`` (what was scored so far, out of ``total`` clips), so that the caller writes a partial
     report."""
-    from stvsr.data.io import DataError
-
     try:
         yield
     except KeyboardInterrupt as exc:
@@ -249,8 +240,6 @@ class SavedImageError(EvalError):
 
 def _save_image(path: Path, rgb: np.ndarray) -> None:
     """Write one output frame (atomically: a failed write leaves no temporary); :class:`SavedImageError`."""
-    from stvsr.data.io import write_image
-
     try:
         write_image(path, rgb)
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""The STVSR test protocol as data (``specs/evaluation.md`` sections 3-6), and what follows from it.
+"""The STVSR test protocol as data (docs/evaluation.md), and what follows from it.
 
 - :class:`Protocol`: every setting that changes a published number (colour, crop_border, window, stride,
   tail rule, padding, self-ensemble, degradation, scale). Printed at the top of every report and written
@@ -24,7 +24,7 @@ from typing import Any
 
 from stvsr.atomic import atomic_write
 from stvsr.registry import did_you_mean
-from stvsr.runner import DEFAULT_OVERLAP, PAD_MODES, window_starts
+from stvsr.runner import DEFAULT_OVERLAP, HR_WINDOW, HR_WINDOW_STRIDE, PAD_MODES, window_starts
 from stvsr.schema import OptionsError
 
 __all__ = [
@@ -47,7 +47,7 @@ class Protocol:
     frame scored, zero padding to the model's multiple, no self-ensemble, BI x4).
 
     ``pad_multiple`` None means the model's ``size_divisor`` (STDAN's official script pads to 8 for every
-    model it compared, see ``specs/evaluation.md`` section 5: set 8 to reproduce that). ``degradation`` says
+    model it compared, see docs/evaluation.md: set 8 to reproduce that). ``degradation`` says
     where the LR frames come from: 'BI' or 'BD' made from GT by ``stvsr.data.degrade``, or 'folder' (read from
     ``dataroot_LQ``; then say in ``lr_source`` what made them). ``tile`` (LR pixels, None = whole frames) and
     ``tile_overlap`` run the model on overlapping spatial tiles (:mod:`stvsr.runner.tiling`) to bound memory;
@@ -59,8 +59,8 @@ class Protocol:
 
     color: str = "y"
     crop_border: int = 0
-    window: int = 7
-    stride: int = 6
+    window: int = HR_WINDOW
+    stride: int = HR_WINDOW_STRIDE
     tail: str = "all"
     pad_multiple: int | None = None
     pad_mode: str = "zero"
@@ -179,6 +179,17 @@ class Window:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     scored: tuple[tuple[int, int], ...] = field(default=())
+
+
+def with_lr_source(protocol: dict[str, Any], dataroot_lq: str | None, degradation: str | None) -> dict[str, Any]:
+    """The protocol's ``degradation`` (and ``lr_source``) from where the LR frames come from: read from the
+    ``dataroot_LQ`` folder ('folder'), or made from GT by ``degradation`` (BI by default)."""
+    if dataroot_lq:
+        protocol["degradation"] = "folder"
+        protocol.setdefault("lr_source", str(dataroot_lq))
+    else:
+        protocol["degradation"] = str(degradation or "BI").upper()
+    return protocol
 
 
 def plan_windows(length: int, protocol: Protocol | None = None, name: str = "clip") -> list[Window]:

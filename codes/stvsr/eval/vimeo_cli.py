@@ -1,7 +1,7 @@
 """``codes/test_vimeo.py``: Vimeo-90K-T Slow / Medium / Fast in one command, printed as the papers' table.
 
 Each clip is one 7-frame window (LR frames 1, 3, 5, 7 in; all 7 outputs scored); clip means are averaged over
-the clips of a split (``specs/evaluation.md`` sections 4, 6, 7). Clips of a list that are not on disk are
+the clips of a split (docs/evaluation.md). Clips of a list that are not on disk are
 counted and reported (``--missing skip``, the default) or stop the run before any computation
 (``--missing error``). The split lists are the ones of Zooming Slow-Mo (``sep_{slow,medium,fast}_testset.txt``,
 1,613 / 4,977 / 1,225 clips) unless other files are given; the list file is written into the report.
@@ -18,12 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from stvsr.atomic import atomic_write
+from stvsr.data import build_dataset
+from stvsr.data.io import DataError, MissingClipsError, read_clip_list
 from stvsr.errors import StvsrError
+from stvsr.metrics import quantize
+from stvsr.model.choose import MODEL_SCHEMA, NONE, OPT_STR, build_model, load_yaml, model_help, model_settings
 from stvsr.outputs import check_writable_folder, describe_write_error
 from stvsr.runner import ModelFacts
-from stvsr.schema import Key, OptionsError, repo_root, resolve_path
+from stvsr.schema import Key, OptionsError, repo_root, resolve_path, with_flags
 from stvsr.signals import raise_on_stop_signals, stop_exit_code, stop_name
 
 from .cli import device_of, protocol_of, run_name
@@ -35,9 +40,7 @@ from .evaluator import (
     protocol_forward,
     score_frame,
 )
-from .metrics import quantize
-from .model_setup import MODEL_SCHEMA, NONE, OPT_STR, build_model, choose_network, load_yaml, model_help
-from .protocol import Protocol, Results
+from .protocol import Protocol, Results, with_lr_source
 
 logger = logging.getLogger("stvsr.test_vimeo")
 
@@ -95,30 +98,19 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             }
         except OptionsError as exc:
             raise EvalError(f"-opt {exc.within(f'{args.opt}: ')}") from None
-    for key in ("dataroot_GT", "dataroot_LQ", "degradation", "list_dir", "splits", "missing"):
-        if getattr(args, key) is not None:
-            data[key] = getattr(args, key)
+    data = with_flags(data, args, ("dataroot_GT", "dataroot_LQ", "degradation", "list_dir", "splits", "missing"))
     if not data.get("dataroot_GT"):
         raise EvalError("no GT: give --dataroot_GT (the Vimeo 'sequences' folder) or datasets.dataroot_GT")
-    network = dict(opt.get("network_G") or {})
-    paths = dict(opt.get("path") or {})
-    network = choose_network(network, paths, opt, args.model, args.checkpoint or paths.get("pretrain_model_G"))
-    if args.checkpoint:
-        paths["pretrain_model_G"] = args.checkpoint
-    protocol = dict(opt.get("protocol") or {})
-    for key in ("pad_multiple", "self_ensemble", "tile", "tile_overlap"):
-        if getattr(args, key) is not None:
-            protocol[key] = getattr(args, key)
+    model = model_settings(opt, args.model, args.checkpoint)
+    network = model["network"]
+    paths = with_flags(opt.get("path"), args, ("results_root",))
+    protocol = with_flags(opt.get("protocol"), args, ("pad_multiple", "self_ensemble", "tile", "tile_overlap"))
     if protocol.get("time_factor", 2) != 2:
         raise EvalError(
             f"protocol.time_factor {protocol['time_factor']}: Vimeo-90K-T septuplets are scored at x2 in time "
             "(LR frames 1, 3, 5, 7); use codes/test.py for other time factors"
         )
-    if data.get("dataroot_LQ"):
-        protocol["degradation"] = "folder"
-        protocol.setdefault("lr_source", str(data["dataroot_LQ"]))
-    else:
-        protocol["degradation"] = str(data.get("degradation") or "BI").upper()
+    with_lr_source(protocol, data.get("dataroot_LQ"), data.get("degradation"))
     lists = dict(data.get("lists") or {})
     list_dir = Path(data.get("list_dir") or Path(data["dataroot_GT"]).expanduser().parent)
     splits = list(data.get("splits") or SPLITS)
@@ -130,10 +122,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         "name": run_name(args.name, opt.get("name"), f"{network['which_model_G']}_Vimeo"),
         "data": data,
         "lists": {s: lists[s] for s in splits},
-        "network": network,
-        "checkpoint": paths.get("pretrain_model_G"),
-        "strict": bool(paths.get("strict_load", True)),
-        "results_root": Path(args.results_root or paths.get("results_root") or "experiments/results"),
+        **model,
+        "results_root": Path(paths.get("results_root") or "experiments/results"),
         "protocol": protocol_of(protocol),
         "device": device_of(args.device, opt.get("device")),
         "progress": not args.no_progress,
@@ -143,9 +133,6 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
 def build_split(settings: dict[str, Any], split: str) -> tuple[Any, int]:
     """The dataset of a split (``datasets.mode``, default ``VimeoTest``, from the ``DATASETS`` registry) and the
     number of listed clips missing on disk."""
-    from stvsr.data import build_dataset
-    from stvsr.data.io import DataError, MissingClipsError, read_clip_list
-
     data, protocol = settings["data"], settings["protocol"]
     list_file = settings["lists"][split]
     listed = len(read_clip_list(list_file))
@@ -175,8 +162,6 @@ def evaluate_split(model: torch.nn.Module, dataset: Any, settings: dict[str, Any
     run = protocol_forward(model, protocol)
     bar = None
     if settings["progress"]:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(dataset), unit="clip")
     try:
         with keep_scored(results, len(dataset)):

@@ -7,7 +7,7 @@
 Options come from flags, from a YAML file (``-opt``: an inference YAML such as ``options/test/infer_zsm.yml``,
 whose ``infer:`` section holds the flags below with underscores, or a test YAML, of which ``network_G``,
 ``path.pretrain_model_G`` and ``device`` are used), or both (flags win). The model is built and its checkpoint
-checked exactly as ``codes/test.py`` does (:func:`stvsr.eval.model_setup.build_model`).
+checked exactly as ``codes/test.py`` does (:func:`stvsr.model.choose.build_model`).
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from stvsr.device import DeviceError, resolve_device
+from stvsr.archs import time_factor_models
+from stvsr.device import resolve_device
 from stvsr.errors import StvsrError
-from stvsr.eval.evaluator import EvalError
-from stvsr.eval.model_setup import NONE, OPT_STR, TEST_SCHEMA, build_model, choose_network, load_yaml, model_help
+from stvsr.model.choose import NONE, OPT_STR, TEST_SCHEMA, build_model, load_yaml, model_help, model_settings
 from stvsr.runner import DEFAULT_OVERLAP
-from stvsr.schema import Key
+from stvsr.schema import Key, with_flags
 from stvsr.signals import raise_on_stop_signals, stop_exit_code, stop_name
 
 from .engine import DEFAULT_WINDOW, PRECISIONS, InferStopped, infer_video
-from .media import check_writable, open_source
+from .media import InferError, check_writable, open_source
 
 logger = logging.getLogger("stvsr.infer")
 
@@ -76,7 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="run on overlapping LR tiles of this size (bounds memory)")
     p.add_argument("--tile-overlap", type=int, help="tile overlap in LR pixels (default 16)")
     p.add_argument("--window", type=int, help=f"LR frames per model call (default {DEFAULT_WINDOW})")
-    from stvsr.archs import time_factor_models
 
     p.add_argument(
         "--time-factor",
@@ -100,31 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Merge the YAML (if any) and the flags into one settings dict."""
     opt = load_yaml(args.opt, INFER_SCHEMA) if args.opt else {}
-    infer = dict(opt.get("infer") or {})
-    paths = dict(opt.get("path") or {})
-    network = choose_network(
-        dict(opt.get("network_G") or {}), paths, opt, args.model, args.checkpoint or paths.get("pretrain_model_G")
-    )
-    settings = {**INFER_DEFAULTS, **infer}
-    for key in INFER_DEFAULTS:
-        value = getattr(args, key, None)
-        if value is not None:
-            settings[key] = value
-    if args.checkpoint is not None:
-        paths["pretrain_model_G"] = args.checkpoint
+    model = model_settings(opt, args.model, args.checkpoint)
+    settings = with_flags({**INFER_DEFAULTS, **(opt.get("infer") or {})}, args, list(INFER_DEFAULTS))
     for key in ("input", "output"):
         if not settings[key]:
-            raise EvalError(f"no {key}: give --{key} (a video file or a folder of frames)")
+            raise InferError(f"no {key}: give --{key} (a video file or a folder of frames)")
     if settings["precision"] not in PRECISIONS:
-        raise EvalError(f"infer.precision {settings['precision']!r}: use one of {', '.join(PRECISIONS)}")
-    try:
-        device = resolve_device(args.device or opt.get("device"), "--device" if args.device else "device")
-    except DeviceError as exc:
-        raise EvalError(str(exc)) from None
+        raise InferError(f"infer.precision {settings['precision']!r}: use one of {', '.join(PRECISIONS)}")
+    device = resolve_device(args.device or opt.get("device"), "--device" if args.device else "device")
     settings.update(
-        network=network,
-        checkpoint=paths.get("pretrain_model_G"),
-        strict=bool(paths.get("strict_load", True)),
+        **model,
         device=device,
         progress=not args.no_progress,
     )

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from stvsr.eval.metrics import quantize
-from stvsr.eval.protocol import Protocol
-from stvsr.runner import DEFAULT_OVERLAP, ModelFacts, stream_windows, time_factor_forward, window_forward
+from stvsr.archs import time_factor_models
+from stvsr.metrics import quantize
+from stvsr.runner import DEFAULT_OVERLAP, HR_WINDOW, ModelFacts, stream_windows, time_factor_forward, window_forward
 from stvsr.signals import stop_exit_code, stop_name
 
 from .media import FolderSink, InferError, MediaInfo, VideoSink, check_writable, is_video_path, open_source
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["InferReport", "InferStopped", "WindowRunner", "infer_video", "upsample_stream"]
 
-DEFAULT_WINDOW = (Protocol().window + 1) // 2  # 4 LR frames: the protocol's 7-frame window, every other frame
+DEFAULT_WINDOW = (HR_WINDOW + 1) // 2  # 4 LR frames: the protocol's 7-frame window, every other frame
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -88,8 +89,6 @@ class WindowRunner:
         name = type(model).__name__
         facts = ModelFacts.of(model)
         if time_factor != 2 and not facts.supports_time_factor:
-            from stvsr.archs import time_factor_models
-
             raise InferError(
                 f"--time-factor {time_factor}: {name} produces one intermediate frame per pair only (x2); "
                 f"other time factors need a model with forward_times ({', '.join(time_factor_models())})"
@@ -258,8 +257,6 @@ def infer_video(
             out_info.codec = "png"
         bar = None
         if progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=out_info.frames, unit="frame", desc="stvsr-infer", dynamic_ncols=True)
         counter = _Counter(runner)
         start = time.perf_counter()

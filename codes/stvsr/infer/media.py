@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from stvsr.atomic import commit, discard, temporary_sibling
+from stvsr.data.io import IMAGE_EXTENSIONS, DataError, image_shape, list_images, read_image, write_image
 from stvsr.errors import StvsrError
 from stvsr.outputs import OutputError, check_writable_folder, describe_write_error
 
@@ -89,7 +90,7 @@ class MediaInfo:
 
 def _av():
     try:
-        import av
+        import av  # video I/O: loaded when a video file is read or written, not for folders of frames
     except ImportError as exc:  # pragma: no cover - av is a dependency
         raise InferError(f"video files need PyAV (`pip install av`): {exc}") from None
     return av
@@ -102,7 +103,6 @@ class FolderSource:
     """A folder of images (naturally sorted, ``stvsr.data.io``), read one at a time."""
 
     def __init__(self, folder: str | Path, fps: Fraction | None = None) -> None:
-        from stvsr.data.io import DataError, image_shape, list_images
 
         try:
             self.paths = list_images(folder)
@@ -117,7 +117,6 @@ class FolderSource:
         self.info = MediaInfo(str(folder), "frames", w, h, Fraction(fps or DEFAULT_FOLDER_FPS), len(self.paths))
 
     def frames(self, audio: Callable[[Any], None] | None = None) -> Iterator[np.ndarray]:
-        from stvsr.data.io import DataError, read_image
 
         for path in self.paths:
             try:
@@ -130,7 +129,6 @@ class FolderSource:
 
 
 def _image_exts() -> tuple[str, ...]:
-    from stvsr.data.io import IMAGE_EXTENSIONS
 
     return IMAGE_EXTENSIONS
 
@@ -280,7 +278,6 @@ class FolderSink:
         self.audio = None
 
     def write(self, rgb: np.ndarray) -> None:
-        from stvsr.data.io import write_image
 
         path = self.folder / f"{self.count:06d}.png"
         try:

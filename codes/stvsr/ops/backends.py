@@ -28,7 +28,7 @@ _resolved_for: object = None  # the extension state that _resolved was chosen wi
 def torchvision_status(device_type: str = "cpu") -> str:
     """'' when ``torchvision.ops.deform_conv2d`` imports and runs on ``device_type``, else why not."""
     try:
-        from torchvision.ops import deform_conv2d
+        from torchvision.ops import deform_conv2d  # optional: probed here, imported only when it works
     except Exception as exc:  # noqa: BLE001 - CUDA-only wheels raise all sorts of errors on CPU-only machines
         return f"torchvision unavailable: {type(exc).__name__}: {exc}"
     try:

@@ -66,7 +66,7 @@ def cuda_wanted() -> bool:
     """Compile CUDA kernels when a GPU and the CUDA toolkit are present (STVSR_DCN_CUDA=0 turns it off)."""
     if os.environ.get("STVSR_DCN_CUDA", "1") == "0" or not torch.cuda.is_available():
         return False
-    from torch.utils.cpp_extension import CUDA_HOME
+    from torch.utils.cpp_extension import CUDA_HOME  # the compiler tooling: loaded only when a build is needed
 
     return CUDA_HOME is not None
 
@@ -117,7 +117,7 @@ def cache_root() -> Path:
 
 def build(verbose: bool = False) -> ModuleType:
     """Compile (or reuse the cached build of) the extension and import it. Raises on failure."""
-    from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import load  # the compiler tooling: loaded only when a build is needed
 
     with_cuda = cuda_wanted()
     tag = build_tag(with_cuda)

@@ -110,7 +110,7 @@ def modulated_deform_conv2d(
         x, off, m, wgt, b = (t.contiguous() if t is not None else None for t in args)
         out = ext.deform_conv2d(x, off, m, wgt, b, stride, padding, dilation, deformable_groups)
     elif name == "torchvision":
-        from torchvision.ops import deform_conv2d
+        from torchvision.ops import deform_conv2d  # optional: its CUDA wheels fail to import on CPU-only machines
 
         x, off, m, wgt, b = args
         out = deform_conv2d(x, off, wgt, b, stride=stride, padding=padding, dilation=dilation, mask=m)

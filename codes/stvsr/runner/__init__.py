@@ -25,10 +25,12 @@ from .forward import (
 )
 from .scale import ScaleMismatchError, SpaceScale, reconcile_scale
 from .tiling import DEFAULT_OVERLAP, tile_starts, tiled_forward
-from .windows import stream_windows, window_starts
+from .windows import HR_WINDOW, HR_WINDOW_STRIDE, stream_windows, window_starts
 
 __all__ = [
     "DEFAULT_OVERLAP",
+    "HR_WINDOW",
+    "HR_WINDOW_STRIDE",
     "PAD_MODES",
     "ModelFacts",
     "ScaleMismatchError",

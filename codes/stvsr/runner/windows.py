@@ -13,7 +13,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-__all__ = ["stream_windows", "window_starts"]
+__all__ = ["HR_WINDOW", "HR_WINDOW_STRIDE", "stream_windows", "window_starts"]
+
+HR_WINDOW = 7  # the field's test window: 7 HR frames (LR frames 0, 2, 4, 6 in at x2 time) ...
+HR_WINDOW_STRIDE = 6  # ... successive windows sharing one frame
 
 T = TypeVar("T")
 

@@ -15,13 +15,13 @@ import math
 import re
 import sys
 
-from stvsr import options as options_mod
 from stvsr.data.io import DataError
 from stvsr.device import resolve_device
 from stvsr.errors import StvsrError
 from stvsr.model.checkpoints import find_latest_checkpoint
 from stvsr.signals import raise_on_stop_signals, stop_exit_code, stop_name
 
+from . import options as options_mod
 from .actions import TrainingInterrupted, TrainingStopped
 from .distributed import DistInfo, init_distributed, shutdown
 from .logs import logger

@@ -1,10 +1,10 @@
-"""The trainer, built from validated options (:mod:`stvsr.options`): CPU or GPU, one process or many. Its loop is
+"""The trainer, built from validated options (:mod:`stvsr.train.options`): CPU or GPU, one process or many. Its loop is
 one step per iteration followed by the periodic actions due at it (:mod:`stvsr.train.actions`: divergence guard,
 progress, log line, TensorBoard, validation, checkpoint, stop signals); ``python codes/train.py`` is
 :mod:`stvsr.train.cli`.
 
 Data flows one way: options -> ``stvsr.data.build_dataset`` / ``stvsr.archs.build_arch`` -> this loop ->
-checkpoints (one atomic file per save) -> validation with PSNR-Y (``stvsr.eval.metrics``).
+checkpoints (one atomic file per save) -> validation with PSNR-Y (``stvsr.metrics``).
 
 - Scheduler stepped "before" the optimiser (Zooming Slow-Mo, STDAN): iteration ``i`` (1-based) uses ``lr(i)``;
   ``train.scheduler_order: after`` gives ``lr(i - 1)`` (RSTT).
@@ -17,7 +17,7 @@ checkpoints (one atomic file per save) -> validation with PSNR-Y (``stvsr.eval.m
 - Loss guard: a non-finite loss or gradient skips the optimiser step with a warning; ``train.max_bad_steps`` in
   a row stop the run with :class:`TrainingStopped` (the checkpoints already written are untouched). Weights that
   are not finite are never saved, and never loaded (a pretrained file or a checkpoint to resume).
-- One run per experiment folder at a time (:class:`~stvsr.train.experiment_lock.ExperimentLock`); everything that
+- One run per experiment folder at a time (:class:`~stvsr.train.experiment.ExperimentLock`); everything that
   can be checked (options, device, data: one training sample and the first validation sample against the
   model's scale, the checkpoint to resume, free space for a checkpoint) is checked before the folder is made.
 - SIGINT, SIGTERM and SIGHUP: the current step is finished, a checkpoint written, and the run stops with the
@@ -57,16 +57,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from stvsr import options as options_mod
 from stvsr.archs import build_arch
 from stvsr.atomic import atomic_path
-from stvsr.checkpoint import check_finite, compare, load_official
 from stvsr.data import build_dataset
 from stvsr.data.demo import ensure_demo_data
 from stvsr.data.io import DataError
 from stvsr.device import resolve_device
-from stvsr.eval.metrics import calculate_psnr, quantize
+from stvsr.metrics import calculate_psnr, quantize
 from stvsr.model.checkpoints import checkpoint_name, find_latest_checkpoint, list_checkpoints, read_training_checkpoint
+from stvsr.model.weights import check_finite, compare, load_official
 from stvsr.outputs import OutputError, check_writable_folder, describe_write_error, free_space
 from stvsr.runner import ModelFacts, reconcile_scale, run_padded
 from stvsr.signals import DeferredStop, ignore_stop_signals
@@ -85,7 +84,7 @@ from .actions import (
     Validation,
 )
 from .distributed import DistInfo, barrier, gather_objects, sum_over_ranks
-from .experiment_lock import ExperimentLock
+from .experiment import ExperimentLock, prepare_experiment
 from .logs import attach_log_file, close_logging, log_root, open_tensorboard, quiet_logging, setup_logging
 from .losses import WeightedSum, build_losses
 from .optimizers import build_optimizer
@@ -285,7 +284,7 @@ class Trainer:
                 self._lock = ExperimentLock(self.exp_dir).acquire()  # a second run of the experiment stops here
                 self._check_free_space()
                 opt["run_id"] = self.run_id
-                self.exp_dir = options_mod.prepare_experiment(opt, resume=resume is not None)
+                self.exp_dir = prepare_experiment(opt, resume=resume is not None)
                 attach_log_file(self._log_handlers, self.exp_dir, opt["name"])
                 self.tb = open_tensorboard(self.exp_dir, bool(opt.get("use_tb_logger", True)))
             barrier(self.dist)

@@ -1,9 +1,10 @@
-"""What the evaluation and inference commands share: the model part of their YAML schemas, reading a YAML (or
-the model of a training one), choosing the network from the YAML, ``--model`` and ``--checkpoint``, and building
-the model with its weights.
+"""Choosing a model and building it with its weights: the model part of the evaluation and inference YAML
+schemas, reading such a YAML (or the model a training YAML or a run's saved options name), choosing the network
+from the YAML, ``--model`` and ``--checkpoint``, and building it.
 
 ``codes/test.py`` (:mod:`stvsr.eval.cli`), ``codes/test_vimeo.py`` (:mod:`stvsr.eval.vimeo_cli`) and
-``stvsr-infer`` (:mod:`stvsr.infer.cli`) use these; every problem is an :class:`EvalError` that says what to do.
+``stvsr-infer`` (:mod:`stvsr.infer.cli`) use these; every problem is a :class:`ModelChoiceError` (or an error of
+the layers below) that says what to do.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from typing import Any
 import torch
 
 from stvsr import schema as schema_mod
+from stvsr.archs import ARCHS, build_arch, official_network
+from stvsr.errors import StvsrError
 from stvsr.schema import Blocks, Key, OptionsError, read_mapping
 
-from .evaluator import EvalError
+from .runs import is_training_options, run_model
+from .weights import CheckpointMismatchError, NonFiniteWeightsError, NotACheckpointError, load_official, saved_network
 
 logger = logging.getLogger("stvsr.test")
 
 __all__ = [
     "MODEL_SCHEMA",
+    "ModelChoiceError",
     "NONE",
     "OPT_STR",
     "TEST_SCHEMA",
@@ -31,8 +36,15 @@ __all__ = [
     "checkpoint_network",
     "choose_network",
     "load_yaml",
+    "model_settings",
     "model_help",
 ]
+
+
+class ModelChoiceError(StvsrError, RuntimeError):
+    """A model that cannot be chosen or built as asked (no model named, a checkpoint that is missing, damaged or
+    for another network); the message says what to do."""
+
 
 NONE = type(None)
 OPT_STR = (str, NONE)
@@ -66,64 +78,23 @@ TEST_SCHEMA: dict[str, Any] = {
 }
 
 
-def is_training_options(opt: Mapping[str, Any]) -> bool:
-    """A training YAML (options/train/*.yml) or the options a run saved (experiments/<name>/options.yml)."""
-    datasets = opt.get("datasets")
-    return "train" in opt or (isinstance(datasets, Mapping) and "train" in datasets)
-
-
-def model_from_training_options(path: str | Path) -> dict[str, Any]:
-    """Test options naming the model of a training YAML or of a saved experiments/<name>/options.yml: its
-    ``name``, ``scale`` and ``network_G``, and as weights the latest checkpoint of that experiment (else its
-    ``path.pretrain_model_G``). Test data, protocol and device come from the flags.
-
-    A run's saved options are that run: its checkpoints are those in the folder that holds the file and carry
-    its ``run_id``, and the run's name is that folder's (an archived or copied experiment is itself, not the
-    experiment its ``name`` would give)."""
-    from stvsr import options as options_mod
-    from stvsr.model.checkpoints import latest_checkpoint_of_run
-
-    try:
-        opt = options_mod.load(path)
-    except options_mod.OptionsError as exc:
-        raise EvalError(f"-opt {exc}") from None
-    saved_run = options_mod.is_saved_run(read_mapping(Path(path)))
-    try:
-        latest = latest_checkpoint_of_run(opt["path"]["models"], opt.get("run_id"))
-    except ValueError as exc:
-        raise EvalError(f"-opt {path}: {exc}") from None
-    weights = str(latest) if latest is not None else opt["path"]["pretrain_model_G"]
-    if latest is not None:
-        logger.info("-opt %s: a training configuration; weights %s", path, latest)
-    else:
-        logger.info("-opt %s: a training configuration; no checkpoint in %s yet", path, opt["path"]["models"])
-    return {
-        "name": Path(opt["path"]["experiments_root"]).name if saved_run else opt["name"],
-        "scale": opt["scale"],
-        "network_G": opt["network_G"],
-        "path": {"pretrain_model_G": weights, "strict_load": opt["path"]["strict_load"]},
-    }
-
-
 def load_yaml(path: str, schema: Mapping[str, Any]) -> dict[str, Any]:
     """A YAML options file checked against ``schema`` (:func:`stvsr.schema.load_yaml`: every problem with its
     key path, relative paths by the one rule). A training YAML or a saved experiments/<name>/options.yml gives
-    its model (:func:`model_from_training_options`)."""
+    its model (:func:`stvsr.model.runs.run_model`)."""
     file = Path(path)
     if not file.is_file():
-        raise EvalError(f"-opt {path}: no such file")
+        raise ModelChoiceError(f"-opt {path}: no such file")
     try:
         if is_training_options(read_mapping(file)):
-            return model_from_training_options(file)
+            return run_model(file)
         return schema_mod.load_yaml(file, schema)
     except OptionsError as exc:
-        raise EvalError(f"-opt {exc}") from None
+        raise ModelChoiceError(f"-opt {exc}") from None
 
 
 def model_help() -> str:
     """The --model help: every registered architecture (from the registry) with its aliases."""
-    from stvsr.archs import ARCHS
-
     return (
         "architecture, with the official settings (or those a --checkpoint of codes/train.py carries): "
         f"{ARCHS.describe()}"
@@ -141,8 +112,6 @@ def choose_network(
     YAML's checkpoint (``paths``) and run name (``opt``) no longer apply and are dropped, in place. For ``--model``
     and for no model at all, a trainer ``checkpoint`` (which carries its ``network_G``) gives the settings; else
     ``--model`` takes the official ones."""
-    from stvsr.archs import ARCHS, official_network
-
     if model and network and network.get("which_model_G") not in (None, model):
         network = {}  # another model than the YAML's: its network_G and checkpoint no longer apply
         if paths.pop("pretrain_model_G", None) == checkpoint:
@@ -155,7 +124,7 @@ def choose_network(
             try:
                 canonical = ARCHS.canonical(model)
             except KeyError as exc:
-                raise EvalError(f"--model: {exc.args[0]}") from None
+                raise ModelChoiceError(f"--model: {exc.args[0]}") from None
             if (
                 saved is not None
                 and saved["which_model_G"] in ARCHS
@@ -170,35 +139,47 @@ def choose_network(
     if not network.get("which_model_G"):
         if checkpoint:
             checkpoint_network(checkpoint)  # no such file: that, rather than "no model"
-        raise EvalError("no model: give --model (e.g. bicubic, zsm, stdan) or -opt with network_G.which_model_G")
+        raise ModelChoiceError("no model: give --model (e.g. bicubic, zsm, stdan) or -opt with network_G.which_model_G")
     return network
+
+
+def model_settings(opt: dict[str, Any], model: str | None, checkpoint: str | None) -> dict[str, Any]:
+    """The model part of a command's settings from its YAML ``opt`` and the flags ``--model`` / ``--checkpoint``:
+    ``network`` (:func:`choose_network`; ``opt``'s run name is dropped when ``--model`` names another model),
+    ``checkpoint`` (the flag, else the YAML's) and ``strict``."""
+    paths = dict(opt.get("path") or {})
+    network = choose_network(
+        dict(opt.get("network_G") or {}), paths, opt, model, checkpoint or paths.get("pretrain_model_G")
+    )
+    if checkpoint is not None:
+        paths["pretrain_model_G"] = checkpoint
+    return {
+        "network": network,
+        "checkpoint": paths.get("pretrain_model_G"),
+        "strict": bool(paths.get("strict_load", True)),
+    }
 
 
 def checkpoint_network(checkpoint: str) -> dict[str, Any] | None:
     """Probe the ``checkpoint`` file once, before anything is built: the ``network_G`` a trainer checkpoint
-    carries (None for other checkpoints); :class:`EvalError` when it does not exist or is not a PyTorch checkpoint
-    (empty, truncated, text, ...)."""
-    from stvsr.checkpoint import NotACheckpointError, saved_network
-
+    carries (None for other checkpoints); :class:`ModelChoiceError` when it does not exist or is not a PyTorch
+    checkpoint (empty, truncated, text, ...)."""
     file = Path(checkpoint).expanduser()
     if not file.exists():
-        raise EvalError(f"checkpoint {checkpoint}: no such file")
+        raise ModelChoiceError(f"checkpoint {checkpoint}: no such file")
     if not file.is_file():
-        raise EvalError(f"checkpoint {checkpoint}: not a file (give the .pth file, not its folder)")
+        raise ModelChoiceError(f"checkpoint {checkpoint}: not a file (give the .pth file, not its folder)")
     try:
         return saved_network(file)
     except NotACheckpointError as exc:
-        raise EvalError(str(exc)) from None
+        raise ModelChoiceError(str(exc)) from None
 
 
 def build_model(settings: Mapping[str, Any]) -> torch.nn.Module:
-    from stvsr.archs import build_arch
-    from stvsr.checkpoint import CheckpointMismatchError, NonFiniteWeightsError, load_official
-
     try:
         model = build_arch(settings["network"])
     except (ValueError, TypeError) as exc:
-        raise EvalError(str(exc)) from None
+        raise ModelChoiceError(str(exc)) from None
     arch = type(model).__name__
     ckpt = settings["checkpoint"]
     n_params = sum(p.numel() for p in model.parameters())
@@ -207,14 +188,14 @@ def build_model(settings: Mapping[str, Any]) -> torch.nn.Module:
         try:
             load_official(model, ckpt, strict=settings["strict"])
         except CheckpointMismatchError as exc:
-            raise EvalError(
+            raise ModelChoiceError(
                 f"checkpoint {ckpt} does not fit {arch} with this network_G (a checkpoint for another "
                 f"architecture or other settings?):\n{exc}"
             ) from None
         except NonFiniteWeightsError as exc:
-            raise EvalError(f"checkpoint {exc}") from None
+            raise ModelChoiceError(f"checkpoint {exc}") from None
         except ValueError as exc:  # no state_dict in it, or it loads only with weights_only=False
-            raise EvalError(f"checkpoint {exc}") from None
+            raise ModelChoiceError(f"checkpoint {exc}") from None
     elif n_params:
-        raise EvalError(f"{arch} has {n_params:,} parameters but no checkpoint was given: use --checkpoint")
+        raise ModelChoiceError(f"{arch} has {n_params:,} parameters but no checkpoint was given: use --checkpoint")
     return model

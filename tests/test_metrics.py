@@ -1,4 +1,4 @@
-"""stvsr.eval.metrics against hand-derived values and scikit-image (an independent SSIM implementation)."""
+"""stvsr.metrics against hand-derived values and scikit-image (an independent SSIM implementation)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from stvsr.eval.metrics import calculate_psnr, calculate_ssim, gaussian_window, quantize, rgb2y
+from stvsr.metrics import calculate_psnr, calculate_ssim, gaussian_window, quantize, rgb2y
 
 
 def _skimage_ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""PSNR and SSIM as the STVSR literature computes them (``specs/evaluation.md`` section 3).
+"""PSNR and SSIM as the STVSR literature computes them (docs/evaluation.md).
 
 - Inputs: (H, W, 3) RGB arrays, uint8 or float on the [0, 255] scale (network outputs are quantised to
   uint8 *before* scoring: :func:`quantize`). All arithmetic is float64. Inputs are never modified (the

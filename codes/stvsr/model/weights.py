@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,15 @@ def _looks_like_text(head: bytes) -> bool:
     return True
 
 
+def _zip_is_whole(path: Path) -> bool:
+    """Whether the zip archive at ``path`` (torch's file format) is complete: every member there, CRCs right."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
 def probe_checkpoint(path: str | os.PathLike) -> Any:
     """Load ``path`` once as ``torch.load`` does (``weights_only``; memory-mapped for the zip format, so cheap)
     and return what it holds; None for a file that only loads with ``weights_only=False`` (it pickles other
@@ -251,7 +261,7 @@ def probe_checkpoint(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):  # a real pickle of other objects: for load_official to explain
+        if is_zip and _zip_is_whole(path):  # a whole torch file that pickles other objects: load_official explains
             return None
         error: Exception = exc
     except Exception as exc:  # noqa: BLE001 -- every way torch.load fails is classified below

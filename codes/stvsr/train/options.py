@@ -7,24 +7,26 @@
 - ``--set train.lr_G=1e-4`` overrides (values parsed as YAML) are applied before validation.
 - Relative paths follow the one rule of :func:`stvsr.schema.resolve_path`: the options file's folder, then the
   repository root (the first that exists; outputs go under the repository root), never the current directory.
-- :func:`prepare_experiment` creates ``experiments/<name>/`` and saves the resolved options there; an existing
-  folder of another run is archived with a timestamp suffix (never silently overwritten); one that holds no
-  checkpoint (a run that failed before its first save) is reused.
-- A run's saved options (``experiments/<name>/options.yml``) carry its ``run_id``, as do its checkpoints; read
-  back, the run's folder is the one that holds the file (so an archived or copied experiment is itself, not the
-  folder its ``name`` would give).
+- The experiment folder follows the one rule of :func:`stvsr.model.runs.experiment_folder`; a run's saved options
+  (``experiments/<name>/options.yml``, with its ``run_id``) read back are the run of the folder that holds them.
+  :mod:`stvsr.train.experiment` makes the folder and saves the resolved options there.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stvsr.atomic import atomic_write
+import yaml
+
+from stvsr.archs import ARCHS, arch_arguments
+from stvsr.data import DATASETS
+from stvsr.data.options import dataset_schema
+from stvsr.model.runs import experiment_folder, is_saved_run
+from stvsr.registry import LOSSES
 from stvsr.schema import (
     Key,
     OptionsError,
@@ -36,9 +38,12 @@ from stvsr.schema import (
     resolve_paths,
 )
 
+from .losses import DEFAULT_LOSSES, FLAT_KEYS, entry_schema, losses_from_flat_keys
+from .optimizers import OPTIMIZERS
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "OptionsError", "load", "prepare_experiment", "repo_root", "validate"]
+__all__ = ["SCHEMA", "OptionsError", "dump", "load", "repo_root", "validate"]
 
 NONE = type(None)
 OPT_STR, OPT_LIST, OPT_INT, OPT_FLOAT = (str, NONE), (list, NONE), (int, NONE), (float, NONE)
@@ -118,8 +123,6 @@ NO_EFFECT = ("model", "distortion", "gpu_ids", "dist", "train.ft_tsa_only")
 
 def _given_without_effect(raw: Mapping[str, Any]) -> list[str]:
     """The keys of :data:`NO_EFFECT` and the architecture's ignored ``network_G`` keys that ``raw`` gives."""
-    from stvsr.archs import ARCHS
-
     given = []
     for dotted in NO_EFFECT:
         section, _, key = dotted.rpartition(".")
@@ -135,8 +138,6 @@ def _given_without_effect(raw: Mapping[str, Any]) -> list[str]:
 
 def _check_network(net: Mapping[str, Any], problems: list[str]) -> None:
     """The model's own checks (stvsr.archs.arch_arguments)."""
-    from stvsr.archs import arch_arguments
-
     try:
         arch_arguments(net)
     except (TypeError, ValueError) as exc:
@@ -144,8 +145,6 @@ def _check_network(net: Mapping[str, Any], problems: list[str]) -> None:
 
 
 def _dataset_class(block: Mapping[str, Any], where: str, problems: list[str]) -> type | None:
-    from stvsr.data import DATASETS
-
     if "mode" not in block:
         problems.append(f"{where}.mode: required option is missing (one of {', '.join(DATASETS)})")
         return None
@@ -158,8 +157,6 @@ def _dataset_class(block: Mapping[str, Any], where: str, problems: list[str]) ->
 
 def _check_datasets(datasets: dict[str, Any], problems: list[str]) -> dict[str, type]:
     """Each block checked against its dataset's schema (in place, defaults filled in); phase -> class."""
-    from stvsr.data.options import dataset_schema
-
     classes = {}
     for phase, block in datasets.items():
         if not isinstance(block, Mapping):  # None (no such phase) or a mistake that check() has reported
@@ -186,8 +183,6 @@ def _check_train(tr: dict[str, Any], problems: list[str]) -> None:
         problems.append("train.T_period: required by lr_scheme CosineAnnealingLR_Restart")
     if tr["lr_scheme"] == "MultiStepLR_Restart" and tr["lr_steps"] is None:
         problems.append("train.lr_steps: required by lr_scheme MultiStepLR_Restart")
-    from stvsr.train.optimizers import OPTIMIZERS
-
     try:
         OPTIMIZERS.canonical(str(tr["optim"]))
     except KeyError as exc:
@@ -197,8 +192,6 @@ def _check_train(tr: dict[str, Any], problems: list[str]) -> None:
 def _losses(train: Any, problems: list[str]) -> Any:
     """``train`` with its loss keys as one ``losses`` list: the flat keys of the official schema translated
     (:func:`stvsr.train.losses.losses_from_flat_keys`), the default objective when neither is given."""
-    from stvsr.train.losses import DEFAULT_LOSSES, FLAT_KEYS, losses_from_flat_keys
-
     if not isinstance(train, Mapping):
         return train
     train = dict(train)
@@ -214,9 +207,6 @@ def _losses(train: Any, problems: list[str]) -> Any:
 
 def _check_losses(tr: dict[str, Any], problems: list[str]) -> list[type]:
     """Each ``train.losses`` entry checked against its loss's schema (in place, defaults filled in); the classes."""
-    from stvsr.registry import LOSSES
-    from stvsr.train.losses import entry_schema
-
     classes = []
     entries = tr["losses"] if isinstance(tr["losses"], list) else []
     if not entries:
@@ -242,8 +232,6 @@ def _resolve(
     opt: dict[str, Any], classes: dict[str, type], loss_classes: list[type], options_file: str | os.PathLike | None
 ) -> None:
     """Every path made absolute by the one rule; the experiment's folders derived."""
-    from stvsr.data.options import dataset_schema
-
     base = Path(options_file).resolve().parent if options_file is not None else None
     root = repo_root()
     if opt["path"]["root"]:
@@ -259,8 +247,7 @@ def _resolve(
     else:
         resolve_paths(opt["path"], SCHEMA["path"], base, root, "path")
     opt["path"]["root"] = str(root)
-    exp = opt["path"]["experiments_root"]
-    exp_root = Path(exp) if exp and Path(exp).is_absolute() else root / (exp or Path("experiments") / opt["name"])
+    exp_root = experiment_folder(opt["name"], root, opt["path"]["experiments_root"], options_file)
     opt["path"]["experiments_root"] = str(exp_root)
     opt["path"]["models"] = str(exp_root / "models")
     opt["path"]["log"] = str(exp_root)
@@ -289,8 +276,6 @@ def validate(raw: Mapping[str, Any], options_file: str | os.PathLike | None = No
 
 
 def parse_value(text: str) -> Any:
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -335,39 +320,5 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, An
         raise exc.within(f"{file}: ") from None
 
 
-def is_saved_run(raw: Mapping[str, Any]) -> bool:
-    """Whether ``raw`` is the options file a run saved in its folder (it holds the keys :func:`validate` derives)."""
-    return bool(raw.get("run_id")) or (isinstance(raw.get("path"), dict) and "models" in raw["path"])
-
-
 def dump(opt: Mapping[str, Any]) -> str:
-    import yaml
-
     return yaml.safe_dump(dict(opt), sort_keys=False, default_flow_style=None)
-
-
-def holds_checkpoints(exp: Path) -> bool:
-    """Whether the experiment folder ``exp`` holds a checkpoint of the trainer (``models/iter_*.pth``)."""
-    models = exp / "models"
-    return models.is_dir() and any(p.name.startswith("iter_") and p.suffix == ".pth" for p in models.iterdir())
-
-
-def prepare_experiment(opt: dict[str, Any], resume: bool = False) -> Path:
-    """Create ``experiments/<name>/`` and save the resolved options into it as ``options.yml``. Unless resuming,
-    an existing folder with checkpoints is archived with a timestamp suffix; one without (a run that stopped
-    before its first checkpoint) is reused. The caller holds the experiment's lock
-    (:class:`stvsr.train.experiment_lock.ExperimentLock`), so the folder is no live run's."""
-    exp = Path(opt["path"]["experiments_root"])
-    if exp.exists() and not resume and holds_checkpoints(exp):
-        stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
-        archived = exp.with_name(f"{exp.name}_archived_{stamp}")
-        n = 1
-        while archived.exists():
-            archived = exp.with_name(f"{exp.name}_archived_{stamp}_{n}")
-            n += 1
-        exp.rename(archived)
-        # once: printed (the trainer's log file does not exist yet; a logger.warning as well printed it twice)
-        print(f"Experiment folder {exp} exists: archived to {archived}", flush=True)
-    (exp / "models").mkdir(parents=True, exist_ok=True)
-    atomic_write(exp / "options.yml", dump(opt))
-    return exp
