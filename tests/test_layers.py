@@ -15,7 +15,7 @@ PACKAGE = Path(stvsr.__file__).parent
 # floor of each top-level module or folder of the package
 FLOORS = {
     **dict.fromkeys(("errors", "registry", "schema", "atomic", "outputs", "signals", "device", "resize"), 1),
-    **dict.fromkeys(("imagenet", "metrics", "ops", "runner"), 1),
+    **dict.fromkeys(("imagenet", "metrics", "ops", "runner", "workers"), 1),
     **dict.fromkeys(("archs", "model"), 2),
     "data": 3,
     **dict.fromkeys(("train", "eval", "infer"), 4),

@@ -6,7 +6,9 @@ before its time limit) and SIGHUP (the SSH session or terminal went away).
   keeps what is done (a partial report, the finished frames), removes its temporaries and says what was kept.
 - :class:`DeferredStop`: for the training loop, which must not stop in the middle of a step: a signal only
   sets :attr:`DeferredStop.signum`; the loop finishes its step, saves and stops. A second Ctrl-C stops at once.
-- :func:`ignore_stop_signals`: for worker processes (DataLoader, multiprocessing pools), which leave the
+- :func:`stop_signals_ignored` / :func:`stop_signals_deferred`: blocks where a stop must not cut a cleanup
+  short, or must wait until a worker process has been forked.
+- :func:`ignore_stop_signals`: for worker processes (DataLoader, :class:`stvsr.workers.WorkerMap`), which leave the
   decision to their parent (Ctrl-C reaches the whole process group; a worker killed by it would only add a
   traceback).
 """
@@ -71,8 +73,9 @@ def raise_on_stop_signals() -> Iterator[None]:
 
 
 def ignore_stop_signals(*_args: Any) -> None:
-    """Worker processes ignore the stop signals (their parent stops them); usable as a pool ``initializer`` or a
-    DataLoader ``worker_init_fn``."""
+    """Worker processes ignore the stop signals (their parent stops them); a DataLoader ``worker_init_fn``, or the
+    ``initializer`` of :class:`stvsr.workers.WorkerMap`. Not for ``multiprocessing.Pool``: its ``terminate()``
+    stops workers with SIGTERM, which they would ignore, and waits for ever."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
@@ -106,3 +109,38 @@ class DeferredStop:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
+
+
+@contextmanager
+def stop_signals_ignored() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP are ignored inside the block (main thread only): a cleanup that a second Ctrl-C
+    (or a ``timeout`` forwarding it) would cut short runs to its end. Keep such blocks short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Inside the block a stop signal is only noted; it is delivered again (to whatever handler is then in place)
+    when the block ends. Around ``fork()``: Python runs its at-fork hooks (e.g. ``logging``'s lock release) as
+    callbacks whose exceptions are printed and dropped, so a StopSignal raised there would be lost (seen: a
+    Ctrl-C that came while a worker was being started did not stop the run)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        signal.raise_signal(caught[0])

@@ -32,7 +32,8 @@ from tqdm import tqdm
 from ..atomic import discard
 from ..errors import StvsrError
 from ..outputs import OutputError, check_writable_folder, describe_write_error, free_space, refuse_overlap
-from ..signals import raise_on_stop_signals, stop_exit_code, stop_name
+from ..signals import raise_on_stop_signals, stop_exit_code, stop_name, stop_signals_ignored
+from ..workers import WorkerMap
 from .frames import clip_key
 from .io import (
     MISSING_SHOWN,
@@ -45,7 +46,6 @@ from .io import (
     require_dir,
 )
 from .lmdb_store import LmdbStore, LmdbWriter, check_lmdb_destination, map_size_for, meta_from_database
-from .make_lr import WorkerMap, stop_signals_ignored
 
 
 def frame_jobs(src: Path, clips: list[str], skip_missing: bool = False) -> list[tuple[str, Path]]:

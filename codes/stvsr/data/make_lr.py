@@ -23,15 +23,10 @@ import errno
 import functools
 import logging
 import os
-import signal
 import sys
-import threading
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from collections import Counter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -40,7 +35,8 @@ from tqdm import tqdm
 from ..atomic import discard
 from ..errors import StvsrError
 from ..outputs import check_writable_folder, describe_write_error, refuse_overlap
-from ..signals import STOP_SIGNALS, ignore_stop_signals, raise_on_stop_signals, stop_exit_code, stop_name
+from ..signals import raise_on_stop_signals, stop_exit_code, stop_name
+from ..workers import WorkerMap
 from .degrade import bd_downscale, bi_downscale
 from .io import DataError, is_image, natural_key, read_image, require_dir, walk_folders, write_image
 
@@ -67,95 +63,6 @@ class Failure(NamedTuple):
 
 
 # --- processes --------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def stop_signals_ignored() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP are ignored inside the block (main thread only): a cleanup that a second Ctrl-C
-    (or a ``timeout`` forwarding it) would cut short runs to its end. Keep such blocks short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@contextmanager
-def stop_signals_deferred() -> Iterator[None]:
-    """Inside the block a stop signal is only noted; it is delivered again (to whatever handler is then in place)
-    when the block ends. Around ``fork()``: Python runs its at-fork hooks (e.g. ``logging``'s lock release) as
-    callbacks whose exceptions are printed and dropped, so a StopSignal raised there would be lost (seen: a
-    Ctrl-C that came while a worker was being started did not stop the run)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum)) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if caught:
-        signal.raise_signal(caught[0])
-
-
-class WorkerMap:
-    """``fn`` over ``items`` in ``workers`` processes, at most ``4 * workers`` items handed out at a time; iterate
-    for the results (in item order when ``ordered``, else as they finish; an exception of ``fn`` is raised here).
-
-    Used as a context manager. Workers ignore the stop signals (:func:`stvsr.signals.ignore_stop_signals`) and
-    are never killed: on leaving the block (normally, by an exception or by a stop signal in the parent) the
-    items not started are cancelled and the workers finish the item in hand, so a frame being written is
-    completed, never half-written. (``multiprocessing.Pool`` stops its workers with SIGTERM, which they ignore:
-    its ``terminate()`` would wait for ever.) :meth:`leftovers` gives the results that finished after the
-    iteration stopped.
-    """
-
-    def __init__(self, fn: Callable[[Any], Any], items: Iterable[Any], workers: int, ordered: bool = True) -> None:
-        self.fn, self.items, self.workers, self.ordered = fn, items, workers, ordered
-        self._executor: ProcessPoolExecutor | None = None
-        self._futures: deque[Future] = deque()
-
-    def __enter__(self) -> WorkerMap:
-        self._executor = ProcessPoolExecutor(self.workers, initializer=ignore_stop_signals)
-        return self
-
-    def __iter__(self) -> Iterator[Any]:
-        window = 4 * self.workers
-        pending = self._futures
-        for item in self.items:
-            with stop_signals_deferred():  # a submit may fork a worker
-                pending.append(self._executor.submit(self.fn, item))
-            while len(pending) >= window:
-                yield self._next()
-        while pending:
-            yield self._next()
-
-    def _next(self) -> Any:
-        pending = self._futures
-        if self.ordered:
-            result = pending[0].result()
-            pending.popleft()
-            return result
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        future = next(f for f in pending if f in done)
-        pending.remove(future)
-        return future.result()
-
-    def __exit__(self, *exc: object) -> None:
-        with stop_signals_ignored():
-            for future in self._futures:
-                future.cancel()
-            self._executor.shutdown(wait=True, cancel_futures=True)
-
-    def leftovers(self) -> list[Any]:
-        """Results of the items that finished but were not taken (after the block ended early)."""
-        return [f.result() for f in self._futures if f.done() and not f.cancelled() and f.exception() is None]
 
 
 # --- the work ---------------------------------------------------------------------------------------------------
