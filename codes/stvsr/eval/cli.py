@@ -221,11 +221,11 @@ def _run(args: argparse.Namespace) -> int:
         model = build_model(settings).to(settings["device"])
         clips = build_clips(settings)
     except StvsrError as exc:
-        _remove_if_created(out_dir, created)
+        remove_if_created(out_dir, created)
         print(f"test.py: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        _remove_if_created(out_dir, created)
+        remove_if_created(out_dir, created)
         print(f"test.py: stopped by {stop_name(exc)} before the first clip (nothing scored)", file=sys.stderr)
         return stop_exit_code(exc)
     protocol: Protocol = settings["protocol"]
@@ -291,7 +291,7 @@ def _stop_line(stopped: EvaluationStopped) -> str:
     return f"{stopped}" if stopped.signal else f"error: {stopped}"
 
 
-def _remove_if_created(folder: Path | None, created: bool) -> None:
+def remove_if_created(folder: Path | None, created: bool) -> None:
     """Remove the results folder the write probe created when the run stops before writing into it."""
     if folder is not None and created:
         try:

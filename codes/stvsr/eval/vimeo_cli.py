@@ -31,7 +31,7 @@ from stvsr.runner import ModelFacts
 from stvsr.schema import Key, OptionsError, repo_root, resolve_path, with_flags
 from stvsr.signals import raise_on_stop_signals, stop_exit_code, stop_name
 
-from .cli import device_of, protocol_of, run_name
+from .cli import device_of, protocol_of, remove_if_created, run_name
 from .evaluator import (
     EvalError,
     EvaluationStopped,
@@ -248,11 +248,11 @@ def _run(args: argparse.Namespace) -> int:
             raise EvalError(nothing_found(settings, splits))
         check_crop_border(splits, settings["protocol"])
     except StvsrError as exc:
-        _remove_if_created(out_dir, created)
+        remove_if_created(out_dir, created)
         print(f"test_vimeo.py: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        _remove_if_created(out_dir, created)
+        remove_if_created(out_dir, created)
         print(f"test_vimeo.py: stopped by {stop_name(exc)} before the first clip (nothing scored)", file=sys.stderr)
         return stop_exit_code(exc)
     network, checkpoint = settings["network"]["which_model_G"], settings["checkpoint"] or "none"
@@ -310,15 +310,6 @@ def _write(write: Any, path: Path, written: list[Path], failed: list[str]) -> No
         written.append(path)
     except OSError as exc:
         failed.append(describe_write_error(exc, path))
-
-
-def _remove_if_created(folder: Path | None, created: bool) -> None:
-    """Remove the results folder the write probe created when the run stops before writing into it."""
-    if folder is not None and created:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty, or already gone
-            pass
 
 
 def _write_report(
