@@ -60,3 +60,11 @@ def test_official_keys_without_effect_are_listed_once(tmp_path, capsys):
     out = capsys.readouterr().out
     line = "Options with no effect here (accepted so that official configs load): model, distortion, gpu_ids"
     assert out.count(line) == 1
+
+
+def test_evaluation_reconciles_the_protocol_scale_with_the_model():
+    from stvsr.eval.evaluator import EvalError, evaluate_clips
+    from stvsr.eval.protocol import Protocol
+
+    with pytest.raises(EvalError, match="protocol.scale x2; Bicubic makes x4 only"):
+        evaluate_clips(build_arch({"which_model_G": "bicubic"}), [], Protocol(scale=2), progress=False)

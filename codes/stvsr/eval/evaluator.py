@@ -24,7 +24,7 @@ from stvsr.data.io import DataError, image_shape, read_image, write_image
 from stvsr.errors import StvsrError
 from stvsr.metrics import calculate_psnr, calculate_ssim, quantize
 from stvsr.outputs import describe_write_error
-from stvsr.runner import ModelFacts, time_factor_forward, window_forward
+from stvsr.runner import ModelFacts, ScaleMismatchError, reconcile_scale, time_factor_forward, window_forward
 from stvsr.signals import stop_exit_code, stop_name
 
 from .protocol import Protocol, Results, plan_windows
@@ -186,9 +186,10 @@ def evaluate_clips(
 ) -> Results:
     """Evaluate ``model`` on ``clips`` (objects like :class:`stvsr.data.video_folder.Clip`)."""
     facts = ModelFacts.of(model)
-    scale = facts.upscale
-    if scale != protocol.scale:
-        raise EvalError(f"the model upscales x{scale} but the protocol (and data) are x{protocol.scale}")
+    try:  # the one place a run's scale is reconciled (the protocol's carries the options' and the data's)
+        scale = int(reconcile_scale(facts.scales, type(model).__name__, **{"protocol.scale": protocol.scale}))
+    except ScaleMismatchError as exc:
+        raise EvalError(str(exc)) from None
     fixed = facts.input_frames  # a model that takes exactly this many LR frames (RSTT: 4)
     k = protocol.time_factor
     fed = (protocol.window - 1) // k + 1
