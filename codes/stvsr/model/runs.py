@@ -52,9 +52,7 @@ def is_saved_run(raw: Mapping[str, Any]) -> bool:
     return bool(raw.get("run_id")) or (isinstance(raw.get("path"), Mapping) and "models" in raw["path"])
 
 
-def experiment_folder(
-    name: str, root: str | Path | None, experiments_root: str | None, options_file: str | Path | None
-) -> Path:
+def experiment_folder(name: str, root: str | Path | None, experiments_root: str | None) -> Path:
     """The run's folder by the rule above; ``root`` is ``path.root`` already resolved (or None)."""
     base = Path(root) if root else repo_root()
     if experiments_root and Path(experiments_root).is_absolute():
@@ -88,7 +86,7 @@ def run_model(path: str | Path) -> dict[str, Any]:
     for key in ("root", "pretrain_model_G"):
         paths[key] = resolve_path(paths[key], base, repo_root(), f"path.{key}")
     saved = is_saved_run(raw)
-    folder = base if saved else experiment_folder(opt["name"], paths["root"], paths["experiments_root"], file)
+    folder = base if saved else experiment_folder(opt["name"], paths["root"], paths["experiments_root"])
     try:
         latest = latest_checkpoint_of_run(folder / "models", opt["run_id"] if saved else None)
     except ValueError as exc:

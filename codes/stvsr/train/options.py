@@ -247,7 +247,7 @@ def _resolve(
     else:
         resolve_paths(opt["path"], SCHEMA["path"], base, root, "path")
     opt["path"]["root"] = str(root)
-    exp_root = experiment_folder(opt["name"], root, opt["path"]["experiments_root"], options_file)
+    exp_root = experiment_folder(opt["name"], root, opt["path"]["experiments_root"])
     opt["path"]["experiments_root"] = str(exp_root)
     opt["path"]["models"] = str(exp_root / "models")
     opt["path"]["log"] = str(exp_root)
